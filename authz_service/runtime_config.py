@@ -1,0 +1,116 @@
+"""The runtime config render.py writes and the authz service reads (build/authz/runtime.json)."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+# Headers the authz service sets for the upstream. Envoy strips client-supplied copies of
+# every one of them before ext_authz runs, so none can be spoofed.
+IDENTITY_HEADERS: tuple[str, ...] = (
+    "x-user-id",
+    "x-customer-id",
+    "x-roles",
+    "x-trial-mode",
+    "x-plan",
+    "x-correlation-id",
+    "x-budget-remaining",
+    "x-authz-decision-id",
+)
+
+# Context-extension keys Envoy sends with every check (see docs/ARCHITECTURE.md).
+CTX_GATEWAY_TYPE = "gateway_type"
+CTX_ROUTE_ID = "route_id"
+CTX_PERMISSION = "permission"
+CTX_POLICY = "policy"
+CTX_PAID_ONLY = "paid_only"
+CTX_BUDGET_METRIC = "budget_metric"
+CTX_BUDGET_COST = "budget_cost"
+CTX_CONFIG_REVISION = "config_revision"
+
+
+class GatewayType(StrEnum):
+    PLANT = "PLANT"
+    CP = "CP"
+    PP = "PP"
+
+
+Window = Literal["day", "month"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathMatch(_Strict):
+    prefix: str | None = None
+    exact: str | None = None
+    regex: str | None = None
+
+
+class BudgetCost(_Strict):
+    metric: str
+    cost: int = Field(ge=1)
+
+
+class RouteRule(_Strict):
+    gateway_types: tuple[GatewayType, ...]
+    methods: tuple[str, ...] = ()
+    path: PathMatch
+    permission: str | None = None
+    policy: str | None = None
+    paid_only: bool = False
+    budget: BudgetCost | None = None
+    public: bool = False
+
+
+class Budgets(_Strict):
+    # plan -> metric -> window -> limit
+    plans: dict[str, dict[str, dict[Window, int]]] = Field(default_factory=dict)
+    # customer (or user) id -> metric -> window -> limit; replaces the plan's limit
+    overrides: dict[str, dict[str, dict[Window, int]]] = Field(default_factory=dict)
+
+    def limit(self, plan: str, subject: str, metric: str, window: Window) -> int | None:
+        """The limit for a subject on a plan, or None when the metric is not limited."""
+        override = self.overrides.get(subject, {}).get(metric, {}).get(window)
+        if override is not None:
+            return override
+        return self.plans.get(plan, {}).get(metric, {}).get(window)
+
+
+class RuntimeConfig(_Strict):
+    revision: str
+    # gateway type -> role -> permissions ("*" grants every permission)
+    rbac: dict[GatewayType, dict[str, frozenset[str]]]
+    routes: dict[str, RouteRule]
+    budgets: Budgets = Field(default_factory=Budgets)
+
+    def permissions_of(self, gateway_type: GatewayType, roles: tuple[str, ...]) -> frozenset[str]:
+        table = self.rbac.get(gateway_type, {})
+        granted: set[str] = set()
+        for role in roles:
+            granted |= table.get(role, frozenset())
+        return frozenset(granted)
+
+
+class RuntimeConfigError(ValueError):
+    """The runtime config file is missing or invalid; the message names the file and key."""
+
+
+def load_runtime_config(path: Path) -> RuntimeConfig:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise RuntimeConfigError(f"{path}: not found (run `make render`)") from exc
+    except json.JSONDecodeError as exc:
+        raise RuntimeConfigError(f"{path}: line {exc.lineno}: invalid JSON: {exc.msg}") from exc
+    try:
+        return RuntimeConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "<root>"
+        raise RuntimeConfigError(f"{path}: {where}: {first['msg']}") from exc
