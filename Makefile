@@ -5,6 +5,10 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/.cache/bin:$(PATH)
 CONFIG ?= config/gateway.yaml
 PYTEST_ARGS ?=
+# `make up`: data, logs, dev key and state under VAR_DIR (git-ignored); UP_ARGS e.g.
+# --free-ports, --port plant=18090, --build-dir DIR (tests run a second stack that way)
+VAR_DIR ?= var
+UP_ARGS ?=
 
 .PHONY: help bootstrap up down test test-unit test-integration test-e2e lint render check protos migrate bench token demo clean
 
@@ -18,10 +22,10 @@ render: bootstrap ## render Envoy and authz runtime configs from $(CONFIG) into 
 	$(PY) render.py --config $(CONFIG) --out build
 
 up: bootstrap ## run the whole gateway as local processes (Ctrl-C or `make down` stops it)
-	$(PY) -m devstack up --config $(CONFIG)
+	$(PY) -m devstack --var-dir $(VAR_DIR) up --config $(CONFIG) $(UP_ARGS)
 
 down: ## stop what `make up` started
-	@if [ -x $(PY) ]; then $(PY) -m devstack down; fi
+	@if [ -x $(PY) ]; then $(PY) -m devstack --var-dir $(VAR_DIR) down; fi
 
 test: bootstrap ## run every test (unit, integration, e2e) against real services
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -40,14 +44,20 @@ protos: bootstrap ## compile protos/ with grpcio-tools
 migrate: bootstrap ## alembic upgrade head against $$AUTHZ_DATABASE_URL
 	$(VENV)/bin/alembic upgrade head
 
-bench: bootstrap ## run the benchmark harness (bench/), results in bench/results/
-	$(PY) -m bench
+BENCH_ARGS ?=
+bench: bootstrap ## run the benchmark harness (bench/), results in bench/results/ (BENCH_ARGS=--quick)
+	@if [[ ! -f $(VENV)/.bench-installed || pyproject.toml -nt $(VENV)/.bench-installed ]]; then \
+		$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]' && touch $(VENV)/.bench-installed; fi
+	@tools/build-vegeta.sh
+	@tools/build-opa-envoy.sh
+	$(PY) -m bench $(BENCH_ARGS)
 
-token: bootstrap ## sign a development token: make token ROLE=admin CUSTOMER=cust-1
-	@$(PY) -m devstack token --role "$(or $(ROLE),customer)" --customer "$(CUSTOMER)"
+token: bootstrap ## sign a development token: make token ROLE=admin CUSTOMER=cust-1 [PLAN=trial TRIAL=1]
+	@$(PY) -m devstack --var-dir $(VAR_DIR) token --role "$(or $(ROLE),customer)" \
+		--customer "$(CUSTOMER)" $(if $(PLAN),--plan "$(PLAN)") $(if $(filter 1 true yes,$(TRIAL)),--trial)
 
 demo: bootstrap ## a scripted walk through the running gateway (needs `make up`)
-	$(PY) -m devstack demo
+	@$(PY) -m devstack --var-dir $(VAR_DIR) demo
 
 clean: down ## remove build output, caches and local data
 	rm -rf build var .pytest_cache .mypy_cache .ruff_cache

@@ -5,7 +5,11 @@ Adapters for the real services implement them; unit tests use small fakes at the
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from jwt import PyJWK
 
 from authz_service.audit.record import AccessLogCompletion, AuditRecord
 
@@ -16,3 +20,69 @@ class AuditSink(Protocol):
 
     def complete(self, completion: AccessLogCompletion) -> None:
         """Queue Envoy's final answer for a request already (or soon) submitted."""
+
+    @property
+    def accepting(self) -> bool:
+        """False when records can be neither written nor spooled and the policy is fail closed."""
+
+
+class KeyUnknownError(LookupError):
+    """No verification key for this `kid` (after any allowed refresh)."""
+
+
+class KeySource(Protocol):
+    async def key_for(self, kid: str | None) -> PyJWK:
+        """The verification key for a token's `kid`.
+
+        Raises KeyUnknownError when there is none, DependencyUnavailableError when the
+        key set cannot be fetched.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release any connection the source holds."""
+        ...
+
+
+class PolicyEngine(Protocol):
+    async def evaluate(self, path: str, input_doc: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The document at data.<path> for this input, None when undefined.
+
+        Raises DependencyUnavailableError when the engine cannot answer in time.
+        """
+        ...
+
+    async def healthy(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetWindow:
+    """One counter to check and consume: its key, its limit and when it resets."""
+
+    key: str
+    limit: int
+    ttl_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetConsumption:
+    """Usage after the attempt: consumed everywhere, or refused by the first exceeded window."""
+
+    allowed: bool
+    used: tuple[int, ...]  # per window: usage after consuming, or current usage when refused
+    exceeded_index: int | None = None
+
+
+class BudgetStore(Protocol):
+    async def consume(self, windows: Sequence[BudgetWindow], cost: int) -> BudgetConsumption:
+        """Atomically: if every window has room for `cost`, consume it in all of them.
+
+        Raises DependencyUnavailableError when the store cannot answer in time.
+        """
+        ...
+
+    async def healthy(self) -> bool: ...
+
+    async def close(self) -> None: ...

@@ -14,7 +14,7 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from grpc_tools import protoc
+from grpc_tools import protoc  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
@@ -78,7 +78,10 @@ def main() -> int:
         generate(Path(tmp))
         stale = stale_files(OUT, Path(tmp))
     if stale:
-        print(f"authz_service/_proto is stale ({', '.join(stale)}): run `make protos`", file=sys.stderr)
+        print(
+            f"authz_service/_proto is stale ({', '.join(stale)}): run `make protos`",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

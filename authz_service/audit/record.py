@@ -52,3 +52,5 @@ class AccessLogCompletion:
     response_bytes: int | None = None
     upstream_cluster: str | None = None
     response_flags: str | None = None
+    started_at: datetime | None = None  # Envoy's start time; dates a row made before its decision
+    completed_at: datetime | None = None  # when the access log arrived (the writer fills it)

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from authz_service._proto.gateway.admin.v1 import admin_pb2, admin_pb2_grpc
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -18,8 +20,6 @@ def test_generated_proto_code_is_fresh() -> None:
 
 
 def test_admin_service_stubs_import() -> None:
-    from authz_service._proto.gateway.admin.v1 import admin_pb2, admin_pb2_grpc
-
     methods = admin_pb2.DESCRIPTOR.services_by_name["GatewayAdmin"].methods_by_name
     assert set(methods) >= {
         "Explain",

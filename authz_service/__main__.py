@@ -1,0 +1,53 @@
+"""`python -m authz_service [serve|settings]`: run the service, or list its settings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from authz_service.adapters.regopy_engine import PolicyLoadError
+from authz_service.adapters.static_keys import KeyConfigError
+from authz_service.logging_setup import configure_logging
+from authz_service.runtime_config import RuntimeConfigError
+from authz_service.settings import SettingsLoadError, describe_settings, load_settings
+
+
+def _run_serve() -> int:
+    try:
+        settings = load_settings()
+    except SettingsLoadError as exc:
+        print(f"authz_service: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    from authz_service.server import serve  # noqa: PLC0415 - grpc loads only when serving
+
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        runner(serve(settings))
+    except (RuntimeConfigError, PolicyLoadError, KeyConfigError, OSError) as exc:
+        print(f"authz_service: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _print_settings() -> int:
+    for name, default, description in describe_settings():
+        print(f"{name}\n    default: {default}\n    {description}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m authz_service")
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "settings"])
+    args = parser.parse_args(argv)
+    return _run_serve() if args.command == "serve" else _print_settings()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

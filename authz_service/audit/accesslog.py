@@ -1,0 +1,75 @@
+"""Envoy's gRPC access-log service: completes each audit row with what Envoy finally answered."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import grpc
+from envoy.data.accesslog.v3 import accesslog_pb2
+from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+
+from authz_service.audit.record import AccessLogCompletion
+from authz_service.ports import AuditSink
+
+log = logging.getLogger(__name__)
+
+
+def _flags(flags: accesslog_pb2.ResponseFlags) -> str | None:
+    """The set response flags by name (e.g. "upstream_connection_failure"), comma-separated."""
+    names = [f.name for f, value in flags.ListFields() if value is True]
+    return ",".join(names) or None
+
+
+def _ms(duration: object) -> float:
+    return float(duration.ToNanoseconds()) / 1e6  # type: ignore[attr-defined]
+
+
+def completion_of(entry: accesslog_pb2.HTTPAccessLogEntry) -> AccessLogCompletion | None:
+    """The completion for one entry; None when it carries no request id to join on."""
+    request = entry.request
+    request_id = request.request_id or request.request_headers.get("x-request-id", "")
+    if not request_id:
+        return None
+    common = entry.common_properties
+    duration = None
+    if common.HasField("duration"):
+        duration = _ms(common.duration)
+    elif common.HasField("time_to_last_downstream_tx_byte"):
+        duration = _ms(common.time_to_last_downstream_tx_byte)
+    started = common.start_time.ToDatetime(tzinfo=UTC) if common.HasField("start_time") else None
+    response = entry.response
+    return AccessLogCompletion(
+        request_id=request_id,
+        status_code=response.response_code.value,
+        total_duration_ms=duration,
+        request_bytes=request.request_headers_bytes + request.request_body_bytes,
+        response_bytes=response.response_headers_bytes + response.response_body_bytes,
+        upstream_cluster=common.upstream_cluster or None,
+        response_flags=_flags(common.response_flags),
+        started_at=started,
+        completed_at=datetime.now(UTC),
+    )
+
+
+class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
+    """StreamAccessLogs: every HTTP entry becomes sink.complete(...); TCP entries are ignored."""
+
+    def __init__(self, sink: AuditSink) -> None:
+        self._sink = sink
+
+    async def StreamAccessLogs(  # noqa: N802 - the gRPC method name
+        self,
+        request_iterator: AsyncIterator[als_pb2.StreamAccessLogsMessage],
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> als_pb2.StreamAccessLogsResponse:
+        async for message in request_iterator:
+            for entry in message.http_logs.log_entry:
+                completion = completion_of(entry)
+                if completion is None:
+                    log.warning("access log entry without request id ignored (%s %s)",
+                                entry.request.request_method, entry.request.path[:200])  # fmt: skip
+                    continue
+                self._sink.complete(completion)
+        return als_pb2.StreamAccessLogsResponse()

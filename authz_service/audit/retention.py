@@ -1,0 +1,57 @@
+"""90-day audit retention: the deletion, and the periodic task the service runs without pg_cron."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+RETENTION_DAYS = 90
+PG_CRON_JOB = "gateway-audit-retention"  # created by migration 0005 when pg_cron is loadable
+
+
+class Executor(Protocol):
+    """An asyncpg Pool or Connection."""
+
+    async def fetchval(self, query: str, *args: object, column: int = 0) -> object: ...
+
+
+async def delete_expired(pool: Executor, days: int = RETENTION_DAYS) -> int:
+    """Delete audit rows older than `days` days (at least 90); returns how many went."""
+    deleted = await pool.fetchval("SELECT gateway_audit_delete_expired($1)", days)
+    return deleted if isinstance(deleted, int) else 0
+
+
+async def pg_cron_runs_retention(pool: Executor) -> bool:
+    """True when pg_cron has the retention job here (then the service does not run it)."""
+    if not await pool.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'"):
+        return False
+    try:
+        found = await pool.fetchval("SELECT 1 FROM cron.job WHERE jobname = $1", PG_CRON_JOB)
+    except asyncpg.InsufficientPrivilegeError:
+        return False  # cannot tell: running the idempotent deletion twice is harmless
+    return bool(found)
+
+
+async def retention_loop(dsn: str, *, interval: float, days: int = RETENTION_DAYS) -> None:
+    """Every `interval` seconds, delete expired rows unless pg_cron does it; errors are logged."""
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=10)
+            try:
+                if await pg_cron_runs_retention(conn):
+                    log.info(
+                        "audit retention: pg_cron job %r runs it; service task idle", PG_CRON_JOB
+                    )
+                else:
+                    deleted = await delete_expired(conn, days)
+                    log.info("audit retention: deleted %d rows older than %d days", deleted, days)
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+            log.warning("audit retention: skipped this round: %s", error)
+        await asyncio.sleep(interval)

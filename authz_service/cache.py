@@ -1,0 +1,43 @@
+"""A small bounded LRU cache whose entries expire at a given monotonic or wall-clock time."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from authz_service import metrics
+
+V = TypeVar("V")
+
+
+class ExpiringLRU(Generic[V]):
+    """Entries live until their own deadline (on `clock`) and the oldest go when full."""
+
+    def __init__(self, name: str, max_size: int, clock: Callable[[], float]) -> None:
+        self._name = name
+        self._max_size = max_size
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, V]] = OrderedDict()
+
+    def get(self, key: str) -> V | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            if entry[0] > self._clock():
+                self._entries.move_to_end(key)
+                metrics.CACHE_LOOKUPS.labels(self._name, "hit").inc()
+                return entry[1]
+            del self._entries[key]
+        metrics.CACHE_LOOKUPS.labels(self._name, "miss").inc()
+        return None
+
+    def put(self, key: str, value: V, expires_at: float) -> None:
+        if self._max_size <= 0 or expires_at <= self._clock():
+            return
+        self._entries[key] = (expires_at, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_size:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,39 @@
+"""Prometheus metrics of the service and the HTTP endpoint that exposes them."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+CHECKS = Counter(
+    "authz_checks_total",
+    "Checks by the stage that decided (decide when allowed), outcome and code.",
+    ["stage", "outcome", "code"],
+)
+CHECK_LATENCY = Histogram(
+    "authz_check_duration_seconds", "Whole check latency.", buckets=_LATENCY_BUCKETS
+)
+STAGE_LATENCY = Histogram(
+    "authz_stage_duration_seconds",
+    "Latency per pipeline stage.",
+    ["stage"],
+    buckets=_LATENCY_BUCKETS,
+)
+CACHE_LOOKUPS = Counter(
+    "authz_cache_lookups_total",
+    "Cache lookups by cache and result (hit|miss).",
+    ["cache", "result"],
+)
+DEPENDENCY_ERRORS = Counter(
+    "authz_dependency_errors_total",
+    "Dependency failures by dependency, stage and what the stage did (fail_closed|fail_open).",
+    ["dependency", "stage", "action"],
+)
+AUDIT_SUBMIT_ERRORS = Counter("authz_audit_submit_errors_total", "Audit records the sink refused.")
+
+
+def start_metrics_server(address: str) -> None:
+    """Serve /metrics on host:port in a daemon thread (prometheus_client's own server)."""
+    host, _, port = address.rpartition(":")
+    start_http_server(int(port), addr=host or "127.0.0.1")

@@ -1,0 +1,107 @@
+"""The authenticated caller, mapped from verified JWT claims."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+PLANS = ("trial", "standard", "enterprise")
+
+
+class ClaimError(ValueError):
+    """A claim is present but unusable; the message names the claim, never its value's secrets."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user_id: str
+    customer_id: str | None
+    roles: tuple[str, ...]
+    trial_mode: bool
+    trial_ends_at: float | None  # unix seconds
+    plan: str
+    token_id: str | None
+    issuer: str
+    expires_at: float  # unix seconds
+
+    @property
+    def budget_subject(self) -> str:
+        """Budgets are per customer, or per user when the user has no customer."""
+        return self.customer_id or self.user_id
+
+    def policy_input(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "customer_id": self.customer_id,
+            "roles": list(self.roles),
+            "trial_mode": self.trial_mode,
+            "trial_ends_at": self.trial_ends_at,
+            "plan": self.plan,
+        }
+
+
+def _optional_str(claims: Mapping[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ClaimError(f"claim '{name}' must be a string")
+    return value
+
+
+def _roles(claims: Mapping[str, Any]) -> tuple[str, ...]:
+    value = claims.get("roles", [])
+    if isinstance(value, str):
+        value = [part for part in value.replace(",", " ").split() if part]
+    if not isinstance(value, list) or not all(isinstance(role, str) for role in value):
+        raise ClaimError("claim 'roles' must be a list of strings")
+    return tuple(dict.fromkeys(value))
+
+
+def _timestamp(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ClaimError(f"claim '{name}' must be unix seconds or RFC 3339")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ClaimError(f"claim '{name}' must be unix seconds or RFC 3339") from exc
+        if parsed.tzinfo is None:
+            raise ClaimError(f"claim '{name}' needs a timezone")
+        return parsed.timestamp()
+    raise ClaimError(f"claim '{name}' must be unix seconds or RFC 3339")
+
+
+def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
+    """Map verified claims to a principal; raise ClaimError naming the bad claim."""
+    user_id = _optional_str(claims, "sub")
+    if user_id is None:
+        raise ClaimError("claim 'sub' is required")
+    trial_mode = claims.get("trial_mode", False)
+    if not isinstance(trial_mode, bool):
+        raise ClaimError("claim 'trial_mode' must be a boolean")
+    plan = _optional_str(claims, "plan") or ("trial" if trial_mode else "standard")
+    if plan not in PLANS:
+        raise ClaimError(f"claim 'plan' must be one of {', '.join(PLANS)}")
+    issuer = _optional_str(claims, "iss") or ""
+    exp = _timestamp(claims, "exp")
+    if exp is None:
+        raise ClaimError("claim 'exp' is required")
+    return Principal(
+        user_id=user_id,
+        customer_id=_optional_str(claims, "customer_id"),
+        roles=_roles(claims),
+        trial_mode=trial_mode,
+        trial_ends_at=_timestamp(claims, "trial_ends_at"),
+        plan=plan,
+        token_id=_optional_str(claims, "jti"),
+        issuer=issuer,
+        expires_at=exp,
+    )

@@ -1,0 +1,152 @@
+"""The service's one flat Settings, read once from AUTHZ_* environment variables at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+ENV_PREFIX = "AUTHZ_"
+
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+class IssuerConfig(BaseModel):
+    """One trusted issuer: its audiences, its explicit algorithms and exactly one key source."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str = Field(min_length=1, description="Exact `iss` claim value.")
+    audiences: tuple[str, ...] = Field(min_length=1, description="Accepted `aud` values.")
+    algorithms: tuple[str, ...] = Field(min_length=1, description="Allowed `alg` header values.")
+    jwks_url: str | None = Field(None, description="JWKS endpoint, fetched and cached.")
+    public_key_pem: str | None = Field(None, description="A static PEM public key.")
+    jwks: dict[str, Any] | None = Field(None, description="An inline JWK set {'keys': [...]}.")
+    hs256_secret: SecretStr | None = Field(None, description="Shared secret (development only).")
+
+    @model_validator(mode="after")
+    def _one_key_source_and_matching_algorithms(self) -> IssuerConfig:
+        sources = [self.jwks_url, self.public_key_pem, self.jwks, self.hs256_secret]
+        if sum(source is not None for source in sources) != 1:
+            raise ValueError(
+                f"issuer {self.issuer!r}: set exactly one of jwks_url, public_key_pem, jwks, "
+                "hs256_secret"
+            )
+        algorithms = set(self.algorithms)
+        unknown = algorithms - HMAC_ALGORITHMS - ASYMMETRIC_ALGORITHMS
+        if unknown:
+            raise ValueError(f"issuer {self.issuer!r}: algorithms not allowed: {sorted(unknown)}")
+        # A key is either a shared secret or a public key; mixing families is how HS/RS
+        # confusion happens, so each issuer is one or the other.
+        allowed = HMAC_ALGORITHMS if self.hs256_secret is not None else ASYMMETRIC_ALGORITHMS
+        if not algorithms <= allowed:
+            kind = "hs256_secret" if self.hs256_secret is not None else "a public key source"
+            raise ValueError(
+                f"issuer {self.issuer!r}: algorithms {sorted(algorithms - allowed)} "
+                f"do not fit {kind}"
+            )
+        if self.hs256_secret is not None and len(self.hs256_secret.get_secret_value()) < 32:
+            raise ValueError(f"issuer {self.issuer!r}: hs256_secret needs at least 32 characters")
+        return self
+
+
+class Settings(BaseSettings):
+    """Every setting of the authz service; each maps to the environment variable AUTHZ_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    grpc_address: str = Field("127.0.0.1:9001", description="host:port of the gRPC server.")
+    runtime_config: Path = Field(
+        Path("build/authz/runtime.json"), description="runtime.json written by render.py."
+    )
+    jwt_issuers: tuple[IssuerConfig, ...] = Field(
+        min_length=1, description="JSON list of trusted issuers (see IssuerConfig)."
+    )
+    jwt_leeway_seconds: float = Field(30.0, ge=0, le=300, description="Clock skew for exp/nbf/iat.")
+    max_token_bytes: int = Field(8192, ge=256, description="Longer bearer tokens are refused.")
+    token_cache_size: int = Field(10_000, ge=0, description="Verified tokens kept (0 disables).")
+    jwks_timeout_seconds: float = Field(2.0, gt=0, description="Timeout of one JWKS fetch.")
+    jwks_cache_seconds: float = Field(300.0, gt=0, description="JWKS refreshed after this age.")
+    jwks_min_refresh_seconds: float = Field(
+        30.0, ge=0, description="At most one JWKS refresh per issuer in this interval."
+    )
+    jwks_retain_seconds: float = Field(
+        3600.0, ge=0, description="Keys gone from the JWKS stay valid this long (rotation)."
+    )
+    policy_dir: Path = Field(Path("policies"), description="Rego policies for the embedded engine.")
+    opa_url: str = Field("", description="OPA base URL; empty evaluates policies with regopy.")
+    opa_timeout_seconds: float = Field(0.5, gt=0, description="Timeout of one OPA query.")
+    opa_pool_size: int = Field(32, ge=1, description="Keep-alive connections to OPA.")
+    policy_cache_seconds: float = Field(2.0, ge=0, description="Policy decisions cached (0: off).")
+    policy_cache_size: int = Field(10_000, ge=0, description="Policy decisions kept.")
+    policy_headers: tuple[str, ...] = Field(
+        ("user-agent", "content-type", "x-forwarded-for"),
+        description="Request headers passed to the policy input.",
+    )
+    policy_fail_open: bool = Field(False, description="Allow when OPA is down (default: 503).")
+    redis_url: str = Field("", description="Redis URL; empty uses an in-process ledger (dev only).")
+    redis_timeout_seconds: float = Field(0.25, gt=0, description="Timeout of one budget call.")
+    budget_fail_open: bool = Field(False, description="Allow when Redis is down (default: 503).")
+    check_timeout_seconds: float = Field(
+        1.0, gt=0, description="A check never runs longer (then 503)."
+    )
+    database_url: str = Field("", description="Audit database; empty writes the spool only.")
+    audit_spool_dir: Path = Field(Path("var/audit-spool"), description="Audit spool directory.")
+    # --- audit writer (owned by authz_service/audit; AuditWriter's constructor arguments) ---
+    audit_batch_size: int = Field(500, ge=1, description="Audit rows per PostgreSQL batch.")
+    audit_flush_interval_seconds: float = Field(
+        0.2, gt=0, description="Longest wait to fill an audit batch."
+    )
+    audit_queue_bound: int = Field(10_000, ge=1, description="Audit entries queued in memory.")
+    audit_spool_max_bytes: int = Field(
+        256 << 20, ge=4096, description="Audit spool size limit in bytes."
+    )
+    audit_full_spool_policy: Literal["fail_closed", "drop"] = Field(
+        "fail_closed", description="Full audit spool: deny requests (fail_closed) or drop rows."
+    )
+    audit_retention_interval_seconds: float = Field(
+        3600.0, ge=0, description="Audit retention run interval without pg_cron (0: off)."
+    )
+    # --- end audit writer ---
+    metrics_address: str = Field(
+        "127.0.0.1:9464", description="host:port of the Prometheus endpoint (empty: off)."
+    )
+    health_interval_seconds: float = Field(5.0, gt=0, description="Dependency probe interval.")
+    shutdown_grace_seconds: float = Field(10.0, ge=0, description="In-flight checks get this.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of the JSON logs."
+    )
+
+
+class SettingsLoadError(ValueError):
+    """The environment is invalid; the message names the AUTHZ_ key and the reason."""
+
+
+def load_settings() -> Settings:
+    """Read the environment once; fail with the key named."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            loc = [str(part) for part in error["loc"]]
+            key = ENV_PREFIX + loc[0].upper() if loc else ENV_PREFIX
+            where = "." + ".".join(loc[1:]) if len(loc) > 1 else ""
+            lines.append(f"{key}{where}: {error['msg']}")
+        raise SettingsLoadError("invalid settings:\n  " + "\n  ".join(lines)) from exc
+    except SettingsError as exc:
+        raise SettingsLoadError(f"invalid settings: {exc}") from exc
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """(variable, default, description) of every setting: `python -m authz_service settings`."""
+    rows = []
+    for name, info in Settings.model_fields.items():
+        default = "(required)" if info.is_required() else repr(info.get_default())
+        rows.append((ENV_PREFIX + name.upper(), default, info.description or ""))
+    return rows

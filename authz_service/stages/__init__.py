@@ -1,0 +1,1 @@
+"""The numbered pipeline stages; each has one public async function and a typed result."""

@@ -1,0 +1,28 @@
+"""Stage 1: the bearer token becomes a principal, or a 401 denial."""
+
+from __future__ import annotations
+
+from authz_service.check_context import CheckContext
+from authz_service.errors import Denial, ErrorCode, Stage
+from authz_service.principal import Principal
+from authz_service.tokens import TokenRejectedError, TokenVerifier
+
+
+async def authenticate(
+    check: CheckContext, verifier: TokenVerifier, max_token_bytes: int
+) -> Principal | Denial:
+    header = check.headers.get("authorization", "")
+    if not header:
+        return Denial(ErrorCode.TOKEN_MISSING, Stage.AUTHENTICATE, "a bearer token is required")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return Denial(
+            ErrorCode.TOKEN_MISSING, Stage.AUTHENTICATE, "the Authorization header is not Bearer"
+        )
+    if len(token) > max_token_bytes:
+        return Denial(ErrorCode.TOKEN_INVALID, Stage.AUTHENTICATE, "token is too large")
+    try:
+        return await verifier.verify(token)
+    except TokenRejectedError as exc:
+        return Denial(exc.code, Stage.AUTHENTICATE, exc.detail)

@@ -1,0 +1,103 @@
+"""Stage 4: atomically check and consume the principal's budget for the route's metric."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from authz_service.check_context import CheckContext
+from authz_service.errors import Denial, ErrorCode, Stage
+from authz_service.ports import BudgetStore, BudgetWindow
+from authz_service.principal import Principal
+from authz_service.runtime_config import Budgets, Window
+
+WINDOWS: tuple[Window, ...] = ("day", "month")
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetResult:
+    """What was consumed; `remaining`, `used` and `limit` describe the tightest window."""
+
+    metric: str
+    cost: int
+    remaining: int | None
+    used: int | None
+    limit: int | None
+
+
+def window_period(window: Window, now: float) -> tuple[str, float]:
+    """The period id of a window at `now` and the unix time it resets (UTC calendar)."""
+    moment = datetime.fromtimestamp(now, UTC)
+    if window == "day":
+        start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        return start.strftime("%Y-%m-%d"), start.timestamp() + 86_400
+    if moment.month == 12:
+        reset = moment.replace(year=moment.year + 1, month=1, day=1)
+    else:
+        reset = moment.replace(month=moment.month + 1, day=1)
+    reset = reset.replace(hour=0, minute=0, second=0, microsecond=0)
+    return moment.strftime("%Y-%m"), reset.timestamp()
+
+
+async def consume_budget(
+    check: CheckContext,
+    principal: Principal,
+    budgets: Budgets,
+    store: BudgetStore,
+    clock: Callable[[], float] = time.time,
+) -> BudgetResult | Denial | None:
+    """None when the route consumes no budget; the result when allowed; a 402 when exceeded."""
+    metric = check.budget_metric
+    if not metric:
+        return None
+    try:
+        cost = int(check.budget_cost_text)
+    except ValueError:
+        cost = 0
+    if cost < 1:
+        return Denial(
+            ErrorCode.ROUTE_MISCONFIGURED, Stage.BUDGET, "the route's budget_cost is invalid"
+        )
+    subject = principal.budget_subject
+    now = clock()
+    windows: list[BudgetWindow] = []
+    names: list[tuple[Window, float]] = []
+    for window in WINDOWS:
+        limit = budgets.limit(principal.plan, subject, metric, window)
+        if limit is None:
+            continue
+        period, resets_at = window_period(window, now)
+        ttl = max(1, math.ceil(resets_at - now) + 60)
+        # the hash tag keeps a subject's counters in one Redis Cluster slot
+        windows.append(BudgetWindow(f"budget:{{{subject}}}:{metric}:{window}:{period}", limit, ttl))
+        names.append((window, resets_at))
+    if not windows:
+        return BudgetResult(metric, cost, remaining=None, used=None, limit=None)
+    consumption = await store.consume(windows, cost)
+    if not consumption.allowed:
+        index = consumption.exceeded_index or 0
+        window, resets_at = names[index]
+        limit, used = windows[index].limit, consumption.used[index]
+        retry_after = max(1, math.ceil(resets_at - now))
+        return Denial(
+            ErrorCode.BUDGET_EXCEEDED,
+            Stage.BUDGET,
+            f"the {window} budget of {limit} {metric} is used up ({used} used, {cost} needed)",
+            headers=(("retry-after", str(retry_after)),),
+            extensions={
+                "budget": {
+                    "metric": metric,
+                    "window": window,
+                    "limit": limit,
+                    "used": used,
+                    "cost": cost,
+                    "resets_at": datetime.fromtimestamp(resets_at, UTC).isoformat(),
+                }
+            },
+        )
+    tightest = min(range(len(windows)), key=lambda i: windows[i].limit - consumption.used[i])
+    limit, used = windows[tightest].limit, consumption.used[tightest]
+    return BudgetResult(metric, cost, remaining=max(0, limit - used), used=used, limit=limit)

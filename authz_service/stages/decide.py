@@ -1,0 +1,53 @@
+"""Stage 5: turn an allowed check into identity headers and access-log metadata."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from authz_service.check_context import CheckContext
+from authz_service.principal import Principal
+from authz_service.stages.budget import BudgetResult
+from authz_service.stages.policy import PolicyDecision
+
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    decision_id: str
+    headers: tuple[tuple[str, str], ...]
+    metadata: dict[str, Any]
+
+
+async def decide(
+    check: CheckContext,
+    principal: Principal,
+    policy: PolicyDecision | None,
+    budget: BudgetResult | None,
+) -> Allowance:
+    decision_id = uuid.uuid4().hex
+    headers: list[tuple[str, str]] = [
+        ("x-user-id", principal.user_id),
+        ("x-roles", ",".join(principal.roles)),
+        ("x-trial-mode", "true" if principal.trial_mode else "false"),
+        ("x-plan", principal.plan),
+        ("x-authz-decision-id", decision_id),
+    ]
+    if principal.customer_id is not None:
+        headers.append(("x-customer-id", principal.customer_id))
+    if check.correlation_id is not None:
+        headers.append(("x-correlation-id", check.correlation_id))
+    if budget is not None and budget.remaining is not None:
+        headers.append(("x-budget-remaining", str(budget.remaining)))
+    metadata: dict[str, Any] = {
+        "decision": "allow",
+        "decision_id": decision_id,
+        "user_id": principal.user_id,
+        "customer_id": principal.customer_id or "",
+        "plan": principal.plan,
+        "route_id": check.route_id,
+        "gateway_type": check.gateway_type,
+        "policy_reason": policy.reason if policy is not None else "",
+        "budget_remaining": budget.remaining if budget and budget.remaining is not None else -1,
+    }
+    return Allowance(decision_id, tuple(headers), metadata)

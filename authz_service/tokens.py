@@ -1,0 +1,140 @@
+"""Bearer JWT verification: issuer lookup, explicit algorithms, key source, claims, cache."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import jwt
+from jwt import PyJWK
+
+from authz_service.cache import ExpiringLRU
+from authz_service.errors import ErrorCode
+from authz_service.ports import KeySource, KeyUnknownError
+from authz_service.principal import ClaimError, Principal, principal_from_claims
+from authz_service.settings import IssuerConfig
+
+# alg prefix -> the only JWK key type that may verify it (no HS/RS key confusion)
+_KEY_TYPE_OF_ALG = {"HS": "oct", "RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+
+
+class TokenRejectedError(Exception):
+    """The token is not acceptable; `detail` is safe to show the client (no key material)."""
+
+    def __init__(self, code: ErrorCode, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedIssuer:
+    config: IssuerConfig
+    keys: KeySource
+
+
+class TokenVerifier:
+    """Verifies a compact JWS against the configured issuers and caches the result by digest."""
+
+    def __init__(
+        self,
+        issuers: Mapping[str, TrustedIssuer],
+        *,
+        leeway_seconds: float,
+        cache_size: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._issuers = issuers
+        self._leeway = leeway_seconds
+        self._clock = clock
+        self._cache: ExpiringLRU[Principal] = ExpiringLRU("token", cache_size, clock)
+
+    async def verify(self, token: str) -> Principal:
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        cached = self._cache.get(digest)
+        if cached is not None:
+            return cached
+        principal = await self._verify_uncached(token)
+        self._cache.put(digest, principal, principal.expires_at)
+        return principal
+
+    async def _verify_uncached(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.DecodeError as exc:
+            raise TokenRejectedError(ErrorCode.TOKEN_INVALID, "malformed token") from exc
+        alg = header.get("alg")
+        kid = header.get("kid")
+        if not isinstance(alg, str) or (kid is not None and not isinstance(kid, str)):
+            raise TokenRejectedError(ErrorCode.TOKEN_INVALID, "malformed token header")
+        issuer_name = unverified.get("iss")
+        trusted = self._issuers.get(issuer_name) if isinstance(issuer_name, str) else None
+        if trusted is None:
+            raise TokenRejectedError(ErrorCode.ISSUER_UNKNOWN, "token issuer is not trusted")
+        if alg not in trusted.config.algorithms:
+            raise TokenRejectedError(
+                ErrorCode.ALGORITHM_NOT_ALLOWED, f"algorithm {alg[:16]!r} is not allowed"
+            )
+        try:
+            key = await trusted.keys.key_for(kid)
+        except KeyUnknownError as exc:
+            raise TokenRejectedError(ErrorCode.KEY_UNKNOWN, "signing key is not known") from exc
+        _require_key_fits(alg, key)
+        claims = self._decode(token, key, alg, trusted.config)
+        try:
+            return principal_from_claims(claims)
+        except ClaimError as exc:
+            raise TokenRejectedError(ErrorCode.TOKEN_INVALID, str(exc)) from exc
+
+    def _decode(self, token: str, key: PyJWK, alg: str, issuer: IssuerConfig) -> dict[str, object]:
+        try:
+            claims: dict[str, object] = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[alg],
+                audience=list(issuer.audiences),
+                issuer=issuer.issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "sub", "iss", "aud"], "strict_aud": False},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenRejectedError(ErrorCode.TOKEN_EXPIRED, "token has expired") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise TokenRejectedError(
+                ErrorCode.TOKEN_NOT_YET_VALID, "token is not yet valid"
+            ) from exc
+        except jwt.InvalidAudienceError as exc:
+            raise TokenRejectedError(
+                ErrorCode.AUDIENCE_MISMATCH, "token audience is not accepted"
+            ) from exc
+        except jwt.InvalidIssuerError as exc:
+            raise TokenRejectedError(
+                ErrorCode.ISSUER_UNKNOWN, "token issuer is not trusted"
+            ) from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise TokenRejectedError(
+                ErrorCode.TOKEN_INVALID, f"claim {exc.claim!r} is required"
+            ) from exc
+        except jwt.InvalidAlgorithmError as exc:
+            raise TokenRejectedError(
+                ErrorCode.ALGORITHM_NOT_ALLOWED, "algorithm is not allowed"
+            ) from exc
+        except jwt.InvalidSignatureError as exc:
+            raise TokenRejectedError(
+                ErrorCode.TOKEN_INVALID, "signature verification failed"
+            ) from exc
+        except (jwt.InvalidTokenError, jwt.InvalidKeyError, TypeError, ValueError) as exc:
+            raise TokenRejectedError(ErrorCode.TOKEN_INVALID, "token is invalid") from exc
+        return claims
+
+
+def _require_key_fits(alg: str, key: PyJWK) -> None:
+    expected = _KEY_TYPE_OF_ALG.get(alg[:2])
+    key_type = getattr(key, "key_type", None)
+    if expected is None or key_type != expected:
+        raise TokenRejectedError(
+            ErrorCode.ALGORITHM_NOT_ALLOWED, f"algorithm {alg[:16]!r} does not fit the issuer's key"
+        )

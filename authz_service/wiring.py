@@ -1,0 +1,120 @@
+"""Builds the pipeline's adapters from Settings: key sources, policy engine, budget store, audit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from authz_service.adapters.jwks import JwksKeySource
+from authz_service.adapters.memory_budget import InProcessLedger
+from authz_service.adapters.opa_http import OpaHttpEngine
+from authz_service.adapters.redis_budget import RedisBudgetStore
+from authz_service.adapters.regopy_engine import RegopyEngine
+from authz_service.adapters.static_keys import StaticKeySource
+from authz_service.pipeline import FailOpen, Pipeline
+from authz_service.ports import BudgetStore, KeySource, PolicyEngine
+from authz_service.runtime_config import load_runtime_config
+from authz_service.settings import IssuerConfig, Settings
+from authz_service.stages.policy import PolicyEvaluator
+from authz_service.tokens import TokenVerifier, TrustedIssuer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Components:
+    """Everything the server owns and must close on shutdown."""
+
+    pipeline: Pipeline
+    policy_engine: PolicyEngine
+    budget_store: BudgetStore
+    key_sources: list[KeySource]
+    http_session: aiohttp.ClientSession | None = None
+    health_probes: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        await self.policy_engine.close()
+        await self.budget_store.close()
+        for source in self.key_sources:
+            await source.close()
+        if self.http_session is not None:
+            await self.http_session.close()
+
+
+def _key_source(
+    issuer: IssuerConfig, settings: Settings, session: aiohttp.ClientSession | None
+) -> KeySource:
+    if issuer.hs256_secret is not None:
+        return StaticKeySource.from_hs256_secret(issuer.hs256_secret.get_secret_value())
+    if issuer.public_key_pem is not None:
+        return StaticKeySource.from_pem(issuer.issuer, issuer.public_key_pem)
+    if issuer.jwks is not None:
+        return StaticKeySource.from_jwks(issuer.issuer, issuer.jwks)
+    assert issuer.jwks_url is not None
+    assert session is not None
+    return JwksKeySource(
+        issuer.issuer,
+        issuer.jwks_url,
+        session,
+        timeout_seconds=settings.jwks_timeout_seconds,
+        cache_seconds=settings.jwks_cache_seconds,
+        min_refresh_seconds=settings.jwks_min_refresh_seconds,
+        retain_seconds=settings.jwks_retain_seconds,
+    )
+
+
+def build_components(settings: Settings) -> Components:
+    """Must run inside the event loop (the HTTP session and Redis pool belong to it)."""
+    config = load_runtime_config(settings.runtime_config)
+    session = aiohttp.ClientSession() if any(i.jwks_url for i in settings.jwt_issuers) else None
+    issuers = {
+        i.issuer: TrustedIssuer(i, _key_source(i, settings, session)) for i in settings.jwt_issuers
+    }
+    verifier = TokenVerifier(
+        issuers, leeway_seconds=settings.jwt_leeway_seconds, cache_size=settings.token_cache_size
+    )
+    engine: PolicyEngine
+    if settings.opa_url:
+        engine = OpaHttpEngine(
+            settings.opa_url,
+            timeout_seconds=settings.opa_timeout_seconds,
+            pool_size=settings.opa_pool_size,
+        )
+    else:
+        engine = RegopyEngine(settings.policy_dir, timeout_seconds=settings.opa_timeout_seconds)
+    store: BudgetStore
+    if settings.redis_url:
+        store = RedisBudgetStore(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds)
+    else:
+        log.warning(
+            "AUTHZ_REDIS_URL is empty: budgets use an in-process ledger (one instance only)"
+        )
+        store = InProcessLedger()
+    evaluator = PolicyEvaluator(
+        engine,
+        cache_seconds=settings.policy_cache_seconds,
+        cache_size=settings.policy_cache_size,
+        headers=settings.policy_headers,
+    )
+    pipeline = Pipeline(
+        config,
+        verifier,
+        evaluator,
+        store,
+        max_token_bytes=settings.max_token_bytes,
+        fail_open=FailOpen(policy=settings.policy_fail_open, budget=settings.budget_fail_open),
+    )
+    log.info(
+        "runtime config loaded", extra={"revision": config.revision, "routes": len(config.routes)}
+    )
+    return Components(
+        pipeline,
+        engine,
+        store,
+        [issuer.keys for issuer in issuers.values()],
+        session,
+        health_probes={"authz.opa": engine.healthy, "authz.redis": store.healthy},
+    )

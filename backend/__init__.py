@@ -1,0 +1,1 @@
+"""The reference backend: a small aiohttp API that echoes the identity headers it receives."""

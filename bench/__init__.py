@@ -1,0 +1,1 @@
+"""The benchmark harness of `make bench`: four authorization configurations side by side."""

@@ -1,0 +1,249 @@
+"""Writes the results: Markdown, JSON and a PNG plot; prints the ratio lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.analysis import ALTERNATIVE, BASELINE, Cell, Target, memory_verdict, ratio
+from bench.runner import SATURATION, MemoryTrace, RunRecord
+
+TITLES = {
+    "envoy": "(1) Envoy alone",
+    "authz-embedded": "(2a) authz_service, embedded policy",
+    "authz-opa": "(2b) authz_service, OPA server policy",
+    "opa-envoy": "(3) OPA-Envoy ext_authz",
+    "native": "(4) Envoy jwt_authn + rbac",
+}
+
+
+def _fmt(value: float | None, spec: str = ".2f", suffix: str = "") -> str:
+    return "—" if value is None else f"{value:{spec}}{suffix}"
+
+
+def ratio_lines(table: dict[tuple[str, str], Cell], configs: list[str]) -> list[str]:
+    lines = []
+    base = table.get((BASELINE, SATURATION))
+    alt = table.get((ALTERNATIVE, SATURATION))
+    for key in configs:
+        cell = table.get((key, SATURATION))
+        if cell is None:
+            continue
+        if cell.failed:
+            lines.append(f"{key:<15} saturation FAILED ({cell.rounds_failed} failed rounds)")
+            continue
+        vs1 = ratio(cell.rps, base.rps) if base and not base.failed else None
+        vs3 = ratio(cell.rps, alt.rps) if alt and not alt.failed else None
+        lines.append(
+            f"{key:<15} {cell.rps:8.0f} req/s   {_fmt(vs1, '.3f', 'x')} of (1)   "
+            f"{_fmt(vs3, '.3f', 'x')} of (3)"
+        )
+    return lines
+
+
+def _latency_rows(
+    table: dict[tuple[str, str], Cell], configs: list[str], kinds: list[str]
+) -> list[str]:
+    rows = [
+        "| configuration | load | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | "
+        "added p50 ms | added p99 ms | status |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for kind in kinds:
+        base = table.get((BASELINE, kind))
+        for key in configs:
+            cell = table.get((key, kind))
+            if cell is None:
+                continue
+            status = "ok" if not cell.failed else f"FAILED ({cell.rounds_failed} rounds)"
+            usable = base is not None and not base.failed and not cell.failed
+            add50 = cell.p50_ms - base.p50_ms if usable and base else None
+            add99 = cell.p99_ms - base.p99_ms if usable and base else None
+            rows.append(
+                f"| {TITLES.get(key, key)} | {kind} | {cell.rps:.0f} | {cell.p50_ms:.2f} | "
+                f"{cell.p90_ms:.2f} | {cell.p99_ms:.2f} | {cell.p999_ms:.2f} | "
+                f"{_fmt(add50, '+.2f')} | {_fmt(add99, '+.2f')} | {status} |"
+            )
+    return rows
+
+
+def _cpu_rows(table: dict[tuple[str, str], Cell], configs: list[str], kind: str) -> list[str]:
+    names = ["envoy", "backend", "authz", "opa", "opa-envoy", "redis", "postgres", "loadgen"]
+    rows = [
+        "| configuration | " + " | ".join(names) + " | total (no loadgen) | RSS MiB |",
+        "| --- |" + " ---: |" * (len(names) + 2),
+    ]
+    for key in configs:
+        cell = table.get((key, kind))
+        if cell is None or cell.failed:
+            continue
+        values = [_fmt(cell.cpu_us.get(n), ".0f") if n in cell.cpu_us else "" for n in names]
+        total = sum(v for n, v in cell.cpu_us.items() if n != "loadgen")
+        rss = ", ".join(f"{n} {v:.0f}" for n, v in cell.rss_mib.items() if n != "backend")
+        rows.append(
+            f"| {TITLES.get(key, key)} | " + " | ".join(values) + f" | {total:.0f} | {rss} |"
+        )
+    return rows
+
+
+def markdown(
+    table: dict[tuple[str, str], Cell],
+    configs: list[str],
+    kinds: list[str],
+    found: list[Target],
+    trace: MemoryTrace | None,
+    meta: dict[str, Any],
+) -> str:
+    lines = [
+        f"# Benchmark results ({meta['started']})",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        f"Machine: {meta['machine']}. {meta['notes']}",
+        "",
+        "## Ratios at saturation",
+        "",
+        "```",
+        *ratio_lines(table, configs),
+        "```",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | verdict |",
+        "| --- | --- | --- |",
+    ]
+    for target in found:
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[target.met]
+        lines.append(f"| {target.name} | {target.measured} | {verdict} |")
+    lines += [
+        "",
+        "## Throughput and latency (median over rounds)",
+        "",
+        *_latency_rows(table, configs, kinds),
+        "",
+    ]
+    for kind in [k for k in (SATURATION, "rate-500") if k in kinds]:
+        lines += [
+            f"## CPU µs per request per process ({kind}) and memory",
+            "",
+            *_cpu_rows(table, configs, kind),
+            "",
+        ]
+    flat, info = memory_verdict(trace)
+    if trace is not None:
+        lines += [
+            "## Memory of the authz service at a fixed rate",
+            "",
+            f"{trace.config} at {trace.rate} req/s for {trace.seconds:.0f}s: "
+            + ", ".join(
+                f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items()
+            )
+            + f" → {'flat' if flat else 'NOT flat'}.",
+            "",
+        ]
+    lines += ["![throughput and latency](latest.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(
+    table: dict[tuple[str, str], Cell],
+    configs: list[str],
+    kinds: list[str],
+    trace: MemoryTrace | None,
+    out: Path,
+) -> None:
+    import matplotlib  # noqa: PLC0415 - only the report needs it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    rate_kinds = [k for k in kinds if k != SATURATION]
+    panels = 2 + (1 if trace is not None else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 5))
+    labels = [TITLES.get(k, k).split(" ", 1)[0] for k in configs]
+    sat = [table.get((k, SATURATION)) for k in configs]
+    axes[0].bar(
+        labels,
+        [c.rps if c and not c.failed else 0 for c in sat],
+        color=["#888" if k == BASELINE else "#1f77b4" for k in configs],
+    )
+    axes[0].set_title("throughput at saturation (req/s)")
+    for i, c in enumerate(sat):
+        if c is not None:
+            axes[0].annotate(
+                "FAILED" if c.failed else f"{c.rps:.0f}",
+                (i, c.rps),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+    width = 0.8 / max(1, len(configs))
+    percentiles = ["p50_ms", "p90_ms", "p99_ms", "p999_ms"]
+    positions = range(len(rate_kinds) * len(percentiles))
+    for j, key in enumerate(configs):
+        values = []
+        for kind in rate_kinds:
+            cell = table.get((key, kind))
+            values += [getattr(cell, p) if cell and not cell.failed else 0 for p in percentiles]
+        axes[1].bar([x + j * width for x in positions], values, width, label=labels[j])
+    axes[1].set_xticks([x + 0.4 - width / 2 for x in positions])
+    axes[1].set_xticklabels(
+        [
+            f"{k.removeprefix('rate-')}/s\n{p.removesuffix('_ms')}"
+            for k in rate_kinds
+            for p in percentiles
+        ],
+        fontsize=7,
+    )
+    axes[1].set_yscale("log")
+    axes[1].set_title("latency percentiles at fixed rates (ms, log)")
+    axes[1].legend(fontsize=7)
+    if trace is not None:
+        axes[2].plot([t for t, _ in trace.samples], [r / 2**20 for _, r in trace.samples])
+        axes[2].set_title(f"authz RSS (MiB) at {trace.rate} req/s")
+        axes[2].set_xlabel("seconds")
+        axes[2].set_ylim(bottom=0)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def write(
+    out_dir: Path,
+    records: list[RunRecord],
+    table: dict[tuple[str, str], Cell],
+    configs: list[str],
+    kinds: list[str],
+    found: list[Target],
+    trace: MemoryTrace | None,
+    meta: dict[str, Any],
+) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = meta["started"].replace(":", "").replace("-", "")
+    flat, info = memory_verdict(trace)
+    data = {
+        "meta": meta,
+        "ratios": ratio_lines(table, configs),
+        "targets": [t.__dict__ for t in found],
+        "cells": [c.__dict__ | {"failed": c.failed} for c in table.values()],
+        "runs": [r.as_dict() for r in records],
+        "memory": None
+        if trace is None
+        else {
+            "config": trace.config,
+            "rate": trace.rate,
+            "seconds": trace.seconds,
+            "samples": trace.samples,
+            "verdict_flat": flat,
+            **info,
+        },
+    }
+    text = markdown(table, configs, kinds, found, trace, meta)
+    (out_dir / f"{stem}.json").write_text(json.dumps(data, indent=1, ensure_ascii=False))
+    (out_dir / f"{stem}.md").write_text(text.replace("(latest.png)", f"({stem}.png)"))
+    plot(table, configs, kinds, trace, out_dir / f"{stem}.png")
+    (out_dir / "latest.md").write_text(text)
+    (out_dir / "latest.json").write_text((out_dir / f"{stem}.json").read_text())
+    (out_dir / "latest.png").write_bytes((out_dir / f"{stem}.png").read_bytes())
+    return out_dir / "latest.md"

@@ -1,0 +1,49 @@
+"""Readiness probes: each answers quickly whether a service really serves requests."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import psycopg
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+
+def http_get(url: str, timeout: float = 1.0) -> tuple[int, str]:
+    """GET `url` (always a loopback address here); return (status, body), (0, "") when down."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+            return int(response.status), response.read().decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
+    except (OSError, ValueError):
+        return 0, ""
+
+
+def redis_answers(host: str, port: int) -> bool:
+    """PING succeeds (one try: a port held by something else must not stall the probe)."""
+    client = redis.Redis(
+        host=host,
+        port=port,
+        socket_timeout=1,
+        socket_connect_timeout=1,
+        retry=Retry(NoBackoff(), 0),
+    )
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def postgres_answers(conninfo: str) -> bool:
+    """A real connection runs a query."""
+    try:
+        with psycopg.connect(conninfo, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True

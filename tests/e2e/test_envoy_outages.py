@@ -1,0 +1,47 @@
+"""Envoy answers problem+json when the backend or the authz service is unreachable (fail closed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+PROBLEM_JSON = "application/problem+json"
+
+
+@pytest.fixture
+def stack_without_backend_and_authz(
+    gateway_stack_factory: Callable[[Any], Any], gateway_stack_types: tuple[type, type]
+) -> Any:
+    options_type, _ = gateway_stack_types
+    from socket import AF_INET, SOCK_STREAM, socket  # noqa: PLC0415
+
+    with socket(AF_INET, SOCK_STREAM) as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    options = options_type(
+        with_authz=False,
+        entry_points=("plant", "cp"),
+        config_overrides={"upstreams": {"backend": {"port": dead_port}}},
+        wait_for_upstream=False,
+    )
+    return gateway_stack_factory(options)
+
+
+def test_unreachable_backend_and_authz_service(stack_without_backend_and_authz: Any) -> None:
+    stack = stack_without_backend_and_authz
+    public = stack.request("plant", "GET", "/health")
+    assert public.status == 503
+    assert public.content_type == PROBLEM_JSON
+    problem = public.json()
+    assert problem["type"] == "https://gateway.example/problems/upstream_unavailable"
+    assert problem["correlation_id"] == public.headers["x-correlation-id"]
+
+    # fail closed: with the authz service down nothing protected gets through, on any hop
+    token = "irrelevant"
+    for entry in ("plant", "cp"):
+        reply = stack.request(entry, "GET", "/api/v1/orders", headers={"authorization": token})
+        assert reply.status == 503
+        assert reply.content_type == PROBLEM_JSON
+        assert reply.json()["type"] == "https://gateway.example/problems/authz_unavailable"

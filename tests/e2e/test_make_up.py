@@ -1,0 +1,239 @@
+"""`make up` as a user runs it: entry points answer, audit rows land, Ctrl-C leaves nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from devstack import devkey
+from devstack.stackstate import StackState, Tracked
+from devstack.up import READY_LINE
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 180.0
+PROBLEM_BASE = "https://gateway.example/problems/"
+
+
+@dataclass
+class Running:
+    make: subprocess.Popen[str]
+    output: list[str]
+    var_dir: Path
+    state: StackState
+
+
+def _pump(stream: Any, lines: queue.Queue[str | None]) -> None:
+    for line in stream:
+        lines.put(line.rstrip("\n"))
+    lines.put(None)
+
+
+def _wait_ready(make: subprocess.Popen[str], lines: queue.Queue[str | None]) -> list[str]:
+    output: list[str] = []
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            continue
+        if line is None:
+            pytest.fail(f"make up exited ({make.wait()}) before ready:\n" + "\n".join(output))
+        output.append(line)
+        if line.startswith(READY_LINE):
+            return output
+    pytest.fail("make up not ready in time:\n" + "\n".join(output))
+
+
+def _group_members(leaders: set[int]) -> set[int]:
+    """PIDs of live processes whose process group is one of `leaders` (e.g. postgres workers)."""
+    members = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) in leaders:
+            members.add(int(entry.name))
+    return members
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """`make up` with free ports and its own var/ and build/ dirs, stopped with SIGINT after."""
+    work = tmp_path_factory.mktemp("make-up")
+    var_dir = work / "var"
+    up_args = f"--free-ports --build-dir {work / 'build'}"
+    make = subprocess.Popen(
+        ["make", "--no-print-directory", "up", f"VAR_DIR={var_dir}", f"UP_ARGS={up_args}"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: SIGINT to it is a terminal's Ctrl-C
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+    pump = threading.Thread(target=_pump, args=(make.stdout, lines), daemon=True)
+    pump.start()
+    try:
+        output = _wait_ready(make, lines)
+        state = StackState.read(var_dir)
+        assert state is not None
+        assert state.ready
+        yield Running(make, output, var_dir, state)
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGINT)
+            try:
+                make.wait(90)
+            except subprocess.TimeoutExpired:
+                subprocess.run(
+                    [".venv/bin/python", "-m", "devstack", "--var-dir", str(var_dir), "down"],
+                    cwd=REPO_ROOT,
+                    check=False,
+                )
+                os.killpg(make.pid, signal.SIGKILL)
+        pump.join(10)
+        assert make.stdout is not None
+        make.stdout.close()
+
+
+def _get(
+    url: str, method: str = "GET", token: str = "", correlation: str = ""
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    request = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None)
+    request.add_header("x-correlation-id", correlation or str(uuid.uuid4()))
+    if token:
+        request.add_header("authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, headers, raw = response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        status, headers, raw = error.code, error.headers, error.read()
+    return status, {k.lower(): v for k, v in headers.items()}, json.loads(raw)
+
+
+async def _fetch_audit(dsn: str, correlations: list[str]) -> list[dict[str, Any]]:
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT correlation_id, gateway_type, route_id, status_code, decision, problem_type,"
+            " customer_id FROM gateway_audit_logs WHERE correlation_id = ANY($1::text[])",
+            correlations,
+        )
+    finally:
+        await connection.close()
+    return [dict(row) for row in rows]
+
+
+def _audit(dsn: str, expected: dict[str, int]) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 20
+    while True:
+        rows = asyncio.run(_fetch_audit(dsn, list(expected)))
+        counts = {c: sum(r["correlation_id"] == c for r in rows) for c in expected}
+        if all(counts[c] >= n for c, n in expected.items()) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.3)
+
+
+ROLE_AT = {"plant": "customer", "cp": "customer", "pp": "support"}
+GATEWAY_TYPE = {"plant": "PLANT", "cp": "CP", "pp": "PP"}
+
+
+def test_make_up_prints_the_table_and_the_token_hint(stack: Running) -> None:
+    text = "\n".join(stack.output)
+    for name in ("PLANT entry point", "CP entry point", "PP entry point", "authz", "backend"):
+        assert name in text
+    for url in stack.state.urls.values():
+        assert url in text
+    assert "make token ROLE=" in text
+    assert (stack.var_dir / devkey.KEY_FILE).stat().st_mode & 0o777 == 0o600
+
+
+def test_every_entry_point_refuses_without_a_token_and_serves_with_one(stack: Running) -> None:
+    issuer = devkey.load(stack.var_dir)
+    expected: dict[str, int] = {}
+    denied: dict[str, str] = {}
+    allowed: dict[str, str] = {}
+    for entry, url in stack.state.urls.items():
+        denied[entry] = correlation = str(uuid.uuid4())
+        status, headers, body = _get(f"{url}/api/v1/me", correlation=correlation)
+        assert status == 401
+        assert headers["content-type"] == "application/problem+json"
+        assert headers["www-authenticate"].startswith("Bearer")
+        assert body["type"] == PROBLEM_BASE + "token_missing"
+        assert body["status"] == 401
+        assert body["correlation_id"] == correlation
+        expected[correlation] = 1
+
+        customer = f"cust-{entry}-{uuid.uuid4().hex[:6]}"
+        token = issuer.sign(roles=[ROLE_AT[entry]], customer=customer, user=f"user-{entry}")
+        allowed[entry] = correlation = str(uuid.uuid4())
+        status, _, body = _get(f"{url}/api/v1/me", token=token, correlation=correlation)
+        assert status == 200, body
+        seen = {k.lower(): v for k, v in body["headers"].items()}
+        assert seen["x-user-id"] == f"user-{entry}"
+        assert seen["x-customer-id"] == customer
+        assert seen["x-correlation-id"] == correlation
+        expected[correlation] = 1 if entry == "plant" else 2  # CP/PP hop, then PLANT
+    rows = _audit(stack.state.database_url, expected)
+    for entry in stack.state.urls:
+        [refusal] = [r for r in rows if r["correlation_id"] == denied[entry]]
+        assert refusal["gateway_type"] == GATEWAY_TYPE[entry]
+        assert (refusal["decision"], refusal["problem_type"]) == ("deny", "token_missing")
+        assert refusal["status_code"] == 401
+        hops = {r["gateway_type"]: r for r in rows if r["correlation_id"] == allowed[entry]}
+        assert set(hops) == {GATEWAY_TYPE[entry], "PLANT"}
+        assert all(r["decision"] == "allow" for r in hops.values())
+
+
+def test_a_missing_permission_is_a_403_problem(stack: Running) -> None:
+    token = devkey.load(stack.var_dir).sign(roles=["viewer"], customer="cust-viewer")
+    status, headers, body = _get(f"{stack.state.urls['cp']}/api/v1/orders", "POST", token)
+    assert status == 403
+    assert headers["content-type"] == "application/problem+json"
+    assert body["type"] == PROBLEM_BASE + "permission_denied"
+
+
+def test_make_demo_walks_through_401_200_403_402_and_the_audit_rows(stack: Running) -> None:
+    demo = subprocess.run(
+        ["make", "--no-print-directory", "demo", f"VAR_DIR={stack.var_dir}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    for marker in ("-> 401 ok", "-> 200 ok", "-> 403 ok", "-> 402 ok", "budget_exceeded"):
+        assert marker in demo.stdout
+
+
+def test_sigint_stops_every_process_it_started(stack: Running) -> None:
+    children = list(stack.state.children)
+    assert {c.name for c in children} >= {"backend", "authz", "envoy plant", "envoy cp", "envoy pp"}
+    assert all(c.alive() for c in children)
+    os.killpg(stack.make.pid, signal.SIGINT)
+    stack.make.wait(90)
+    supervisor: Tracked = stack.state.supervisor
+    assert not supervisor.alive()
+    assert [c.name for c in children if c.alive()] == []
+    assert _group_members({c.pid for c in children}) == set()
+    assert StackState.read(stack.var_dir) is None

@@ -1,0 +1,78 @@
+"""Cleaning audit records into rows PostgreSQL accepts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from authz_service.audit.clean import INDEXED_TEXT_MAX, completion_row, decision_row
+from authz_service.audit.record import AccessLogCompletion, AuditRecord
+
+
+def _record(**fields: object) -> AuditRecord:
+    return AuditRecord("req-1", datetime(2025, 1, 2, 3, 4, 5), "allow", 200, **fields)  # type: ignore[arg-type]
+
+
+def test_hostile_but_valid_text_is_kept_verbatim(caplog: pytest.LogCaptureFixture) -> None:
+    hostile = "'; DROP TABLE gateway_audit_logs; -- 🚀 Ünï" * 300
+    row = decision_row(_record(user_agent=hostile, path=hostile))
+    assert row["user_agent"] == hostile
+    assert row["path"] == hostile
+    assert caplog.records == []
+
+
+def test_nul_characters_are_removed_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    row = decision_row(_record(user_agent="a\x00b\x00", roles=["x\x00"],
+                               opa_decisions={"k\x00": ["v\x00"]}))  # fmt: skip
+    assert (row["user_agent"], row["roles"], row["opa_decisions"]) == ("ab", ["x"], {"k": ["v"]})
+    message = caplog.records[0].getMessage()
+    assert "'req-1'" in message
+    assert "user_agent: removed 2 NUL" in message
+
+
+def test_lone_surrogates_become_replacement_characters() -> None:
+    row = decision_row(_record(user_agent="bad\udcff"))
+    assert row["user_agent"] == "bad\ufffd"
+    orjson.dumps(row)  # serialisable for the spool and jsonb
+
+
+def test_indexed_text_is_capped_below_the_btree_limit() -> None:
+    row = decision_row(_record(user_id="u" * 10_000, user_agent="a" * 10_000))
+    assert len(row["user_id"]) == INDEXED_TEXT_MAX
+    assert len(row["user_agent"]) == 10_000
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [("10.1.2.3", "10.1.2.3"), ("10.1.2.3:443", "10.1.2.3"), ("[::1]:80", "::1"),
+     ("2001:db8::1", "2001:db8::1"), ("not an ip", None), ("", None)],
+)  # fmt: skip
+def test_client_ip_is_an_address_or_null(given: str, stored: str | None) -> None:
+    assert decision_row(_record(client_ip=given))["client_ip"] == stored
+
+
+def test_out_of_range_numbers_are_dropped() -> None:
+    row = decision_row(_record(budget_cost=2**40, budget_used=-1, authz_latency_ms=float("nan")))
+    assert (row["budget_cost"], row["budget_used"], row["authz_latency_ms"]) == (None, -1, None)
+
+
+def test_unknown_decision_is_stored_as_error() -> None:
+    assert decision_row(AuditRecord("r", datetime.now(UTC), "maybe", 200))["decision"] == "error"
+
+
+def test_naive_timestamps_are_utc_and_columns_are_named_for_the_table() -> None:
+    row = decision_row(_record())
+    assert row["created_at"] == "2025-01-02T03:04:05+00:00"
+    assert row["authz_status_code"] == 200
+    assert "status_code" not in row  # the final status belongs to the access log
+
+
+def test_completion_row() -> None:
+    started = datetime(2025, 1, 2, tzinfo=UTC)
+    row = completion_row(AccessLogCompletion("req-1", 503, 12.5, 10, 20, "backend", "UF",
+                                             started_at=started))  # fmt: skip
+    assert row["status_code"] == 503
+    assert row["created_at"] == started.isoformat()
+    assert row["completed_at"] is not None

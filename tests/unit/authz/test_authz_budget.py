@@ -1,0 +1,149 @@
+"""Stage 4 with the in-process ledger: limits by plan and override, 402 with Retry-After."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from authz_service.adapters.memory_budget import InProcessLedger
+from authz_service.errors import Denial, ErrorCode, Stage
+from authz_service.ports import BudgetWindow
+from authz_service.principal import Principal
+from authz_service.runtime_config import RuntimeConfig
+from authz_service.stages.budget import BudgetResult, consume_budget, window_period
+from tests.unit.authz.authz_helpers import check_context
+
+NOW = datetime(2025, 12, 31, 23, 0, tzinfo=UTC).timestamp()
+
+
+def _principal(plan: str, customer: str | None = "c1", user: str = "u1") -> Principal:
+    return Principal(
+        user, customer, ("customer",), plan == "trial", None, plan, None, "i", NOW + 60
+    )
+
+
+def test_windows_reset_at_utc_calendar_boundaries() -> None:
+    assert window_period("day", NOW) == ("2025-12-31", datetime(2026, 1, 1, tzinfo=UTC).timestamp())
+    assert window_period("month", NOW) == ("2025-12", datetime(2026, 1, 1, tzinfo=UTC).timestamp())
+    mid = datetime(2025, 3, 15, 12, tzinfo=UTC).timestamp()
+    assert window_period("month", mid) == ("2025-03", datetime(2025, 4, 1, tzinfo=UTC).timestamp())
+
+
+async def test_trial_day_limit_then_402(runtime_config: RuntimeConfig) -> None:
+    ledger = InProcessLedger()
+    principal = _principal("trial")
+    remaining = []
+    for _ in range(3):
+        result = await consume_budget(
+            check_context(), principal, runtime_config.budgets, ledger, lambda: NOW
+        )
+        assert isinstance(result, BudgetResult)
+        remaining.append(result.remaining)
+    assert remaining == [2, 1, 0]
+    denial = await consume_budget(
+        check_context(), principal, runtime_config.budgets, ledger, lambda: NOW
+    )
+    assert isinstance(denial, Denial)
+    assert (denial.code, denial.stage, denial.status) == (
+        ErrorCode.BUDGET_EXCEEDED,
+        Stage.BUDGET,
+        402,
+    )
+    assert dict(denial.headers)["retry-after"] == "3600"
+    budget = denial.extensions["budget"]
+    assert (budget["metric"], budget["window"], budget["limit"], budget["used"]) == (
+        "api_calls",
+        "day",
+        3,
+        3,
+    )
+
+
+async def test_refused_request_consumes_nothing(runtime_config: RuntimeConfig) -> None:
+    ledger = InProcessLedger()
+    principal = _principal("trial")
+    big = check_context(budget_cost="3")
+    assert isinstance(
+        await consume_budget(big, principal, runtime_config.budgets, ledger, lambda: NOW),
+        BudgetResult,
+    )
+    assert isinstance(
+        await consume_budget(big, principal, runtime_config.budgets, ledger, lambda: NOW), Denial
+    )
+    # the month window (10) was not charged by the refused attempt: 3 used, not 6
+    windows = [BudgetWindow("budget:{c1}:api_calls:month:2025-12", 10, 60)]
+    assert (await ledger.consume(windows, 0)).used == (3,)
+
+
+async def test_customers_share_and_users_without_one_are_separate(
+    runtime_config: RuntimeConfig,
+) -> None:
+    ledger = InProcessLedger()
+    budgets = runtime_config.budgets
+    for user in ("a", "b", "c"):
+        await consume_budget(
+            check_context(), _principal("trial", "shared", user), budgets, ledger, lambda: NOW
+        )
+    shared = await consume_budget(
+        check_context(), _principal("trial", "shared", "d"), budgets, ledger, lambda: NOW
+    )
+    alone = await consume_budget(
+        check_context(), _principal("trial", None, "d"), budgets, ledger, lambda: NOW
+    )
+    assert isinstance(shared, Denial)
+    assert isinstance(alone, BudgetResult)
+
+
+async def test_override_replaces_the_plan_limit(runtime_config: RuntimeConfig) -> None:
+    result = await consume_budget(
+        check_context(),
+        _principal("standard", "cust-big"),
+        runtime_config.budgets,
+        InProcessLedger(),
+        lambda: NOW,
+    )
+    assert isinstance(result, BudgetResult)
+    # day override 5000 - 1; month still the plan's 1000 - 1, the tighter one is reported
+    assert (result.limit, result.remaining) == (1000, 999)
+
+
+async def test_unlimited_plan_and_unmetered_routes_pass(runtime_config: RuntimeConfig) -> None:
+    unlimited = await consume_budget(
+        check_context(),
+        _principal("enterprise"),
+        runtime_config.budgets,
+        InProcessLedger(),
+        lambda: NOW,
+    )
+    assert isinstance(unlimited, BudgetResult)
+    assert unlimited.remaining is None
+    skipped = await consume_budget(
+        check_context(budget_metric=""),
+        _principal("trial"),
+        runtime_config.budgets,
+        InProcessLedger(),
+    )
+    assert skipped is None
+
+
+@pytest.mark.parametrize("cost", ["0", "-1", "abc"])
+async def test_bad_cost_fails_closed(runtime_config: RuntimeConfig, cost: str) -> None:
+    denial = await consume_budget(
+        check_context(budget_cost=cost),
+        _principal("trial"),
+        runtime_config.budgets,
+        InProcessLedger(),
+    )
+    assert isinstance(denial, Denial)
+    assert denial.code is ErrorCode.ROUTE_MISCONFIGURED
+
+
+async def test_ledger_counters_expire_with_their_window() -> None:
+    now = [0.0]
+    ledger = InProcessLedger(clock=lambda: now[0])
+    window = [BudgetWindow("k", 1, 10)]
+    assert (await ledger.consume(window, 1)).allowed
+    assert not (await ledger.consume(window, 1)).allowed
+    now[0] = 11
+    assert (await ledger.consume(window, 1)).allowed

@@ -1,0 +1,86 @@
+"""Settings come from AUTHZ_* once; bad values fail naming the key."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import pytest
+
+from authz_service.__main__ import main
+from authz_service.settings import SettingsLoadError, load_settings
+
+HS = {"issuer": "https://i", "audiences": ["a"], "algorithms": ["HS256"], "hs256_secret": "x" * 32}
+
+
+def _issuers(monkeypatch: pytest.MonkeyPatch, *issuers: Mapping[str, object]) -> None:
+    monkeypatch.setenv("AUTHZ_JWT_ISSUERS", json.dumps(list(issuers)))
+
+
+def test_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    _issuers(monkeypatch, HS)
+    monkeypatch.setenv("AUTHZ_POLICY_FAIL_OPEN", "true")
+    settings = load_settings()
+    assert settings.grpc_address == "127.0.0.1:9001"
+    assert settings.metrics_address == "127.0.0.1:9464"
+    assert str(settings.runtime_config) == "build/authz/runtime.json"
+    assert (settings.opa_url, settings.redis_url, settings.database_url) == ("", "", "")
+    assert (settings.policy_fail_open, settings.budget_fail_open) == (True, False)
+    assert settings.jwt_issuers[0].hs256_secret is not None
+    assert "x" * 32 not in repr(settings)
+
+
+def test_issuers_are_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AUTHZ_JWT_ISSUERS", raising=False)
+    with pytest.raises(SettingsLoadError, match="AUTHZ_JWT_ISSUERS"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("issuer", "message"),
+    [
+        ({**HS, "algorithms": ["none"]}, "not allowed"),
+        ({**HS, "algorithms": ["RS256"]}, "do not fit hs256_secret"),
+        (
+            {**HS, "hs256_secret": None, "public_key_pem": "x", "algorithms": ["HS256"]},
+            "do not fit",
+        ),
+        ({**HS, "jwks_url": "http://127.0.0.1:1/jwks"}, "exactly one"),
+        ({**HS, "hs256_secret": "short"}, "32 characters"),
+        ({**HS, "audiences": []}, "audiences"),
+    ],
+)
+def test_invalid_issuer_names_the_key(
+    monkeypatch: pytest.MonkeyPatch, issuer: dict[str, object], message: str
+) -> None:
+    _issuers(monkeypatch, issuer)
+    with pytest.raises(SettingsLoadError, match="AUTHZ_JWT_ISSUERS") as info:
+        load_settings()
+    assert message in str(info.value)
+
+
+def test_bad_scalar_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    _issuers(monkeypatch, HS)
+    monkeypatch.setenv("AUTHZ_OPA_TIMEOUT_SECONDS", "soon")
+    with pytest.raises(SettingsLoadError, match="AUTHZ_OPA_TIMEOUT_SECONDS"):
+        load_settings()
+
+
+def test_settings_command_lists_every_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["settings"]) == 0
+    out = capsys.readouterr().out
+    for name in (
+        "AUTHZ_GRPC_ADDRESS",
+        "AUTHZ_JWT_ISSUERS",
+        "AUTHZ_REDIS_URL",
+        "AUTHZ_BUDGET_FAIL_OPEN",
+    ):
+        assert name in out
+
+
+def test_serve_fails_fast_on_bad_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("AUTHZ_JWT_ISSUERS", raising=False)
+    assert main(["serve"]) == 2
+    assert "AUTHZ_JWT_ISSUERS" in capsys.readouterr().err

@@ -1,0 +1,263 @@
+"""The rendered Envoy configs and runtime.json carry what the authz service and tests rely on."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import render
+from authz_service.runtime_config import IDENTITY_HEADERS, GatewayType, load_runtime_config
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "gateway.yaml"
+ENTRIES = ("plant", "cp", "pp")
+CONTEXT_KEYS = {
+    "gateway_type",
+    "route_id",
+    "permission",
+    "policy",
+    "paid_only",
+    "budget_metric",
+    "budget_cost",
+    "config_revision",
+}
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("render")
+    render.render_all(EXAMPLE, directory)
+    return directory
+
+
+def _resources(out: Path, entry: str, kind: str) -> list[dict[str, Any]]:
+    document = yaml.safe_load((out / "envoy" / entry / f"{kind}.yaml").read_text())
+    resources: list[dict[str, Any]] = document["resources"]
+    return resources
+
+
+def _hcm(out: Path, entry: str) -> dict[str, Any]:
+    listener = _resources(out, entry, "lds")[0]
+    config: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return config
+
+
+def _routes(out: Path, entry: str) -> dict[str, dict[str, Any]]:
+    virtual_host = _resources(out, entry, "rds")[0]["virtual_hosts"][0]
+    return {route["name"]: route for route in virtual_host["routes"]}
+
+
+def _filter(out: Path, entry: str, name: str) -> dict[str, Any]:
+    filters: dict[str, dict[str, Any]] = {
+        f["name"]: f["typed_config"] for f in _hcm(out, entry)["http_filters"]
+    }
+    return filters[name]
+
+
+def test_writes_the_contract_files(out: Path) -> None:
+    for entry in ENTRIES:
+        assert (out / "envoy" / f"{entry}.yaml").is_file()
+        for kind in ("lds", "cds", "rds"):
+            assert (out / "envoy" / entry / f"{kind}.yaml").is_file()
+    runtime = load_runtime_config(out / "authz" / "runtime.json")
+    assert re.fullmatch(r"[0-9a-f]{64}", runtime.revision)
+    assert set(runtime.rbac) == set(GatewayType)
+    assert runtime.routes["orders-list"].budget is not None
+    assert runtime.routes["orders-list"].budget.cost == 1
+    assert runtime.routes["admin"].gateway_types == (GatewayType.PLANT, GatewayType.PP)
+    assert runtime.routes["health"].public
+    assert runtime.budgets.limit("trial", "cust-x", "api_calls", "day") == 100
+    assert runtime.budgets.limit("standard", "cust-acme", "api_calls", "day") == 50000
+
+
+def test_revision_is_stable_and_follows_the_config(tmp_path: Path) -> None:
+    first = render.render_all(EXAMPLE, tmp_path / "a").revision
+    again = render.render_all(EXAMPLE, tmp_path / "b").revision
+    changed = render.render_all(
+        EXAMPLE, tmp_path / "c", overrides={"authz": {"timeout_ms": 300}}
+    ).revision
+    assert first == again != changed
+    rds = (tmp_path / "c" / "envoy" / "plant" / "rds.yaml").read_text()
+    assert changed in rds
+
+
+def test_admin_listens_on_loopback_only(out: Path) -> None:
+    for entry in ENTRIES:
+        bootstrap = yaml.safe_load((out / "envoy" / f"{entry}.yaml").read_text())
+        assert bootstrap["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+
+
+def test_ext_authz_is_grpc_v3_fail_closed(out: Path) -> None:
+    for entry in ENTRIES:
+        ext_authz = _filter(out, entry, "envoy.filters.http.ext_authz")
+        assert ext_authz["transport_api_version"] == "V3"
+        assert ext_authz["grpc_service"]["envoy_grpc"]["cluster_name"] == "authz"
+        assert ext_authz["failure_mode_allow"] is False
+        assert ext_authz["status_on_error"] == {"code": "ServiceUnavailable"}
+        assert ext_authz["include_peer_certificate"] is False
+        assert ext_authz["grpc_service"]["timeout"] == "0.250s"
+        authz = next(c for c in _resources(out, entry, "cds") if c["name"] == "authz")
+        protocol = authz["typed_extension_protocol_options"]
+        options = protocol["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+        assert "http2_protocol_options" in options["explicit_http_config"]
+
+
+def test_request_header_filter_runs_before_ext_authz(out: Path) -> None:
+    for entry in ENTRIES:
+        names = [f["name"] for f in _hcm(out, entry)["http_filters"]]
+        assert names.index("envoy.filters.http.lua") < names.index("envoy.filters.http.ext_authz")
+        assert names[-1] == "envoy.filters.http.router"
+
+
+def test_every_identity_header_is_dropped_or_replaced(out: Path) -> None:
+    for entry in ENTRIES:
+        lua = _filter(out, entry, "envoy.filters.http.lua")["default_source_code"]["inline_string"]
+        strip_line = next(line for line in lua.splitlines() if line.startswith("local STRIP"))
+        for header in IDENTITY_HEADERS:
+            if header == "x-correlation-id":
+                assert 'headers:replace("x-correlation-id"' in lua
+            else:
+                assert f'"{header}"' in strip_line
+        # clients may not set the causation id on CP/PP; PLANT keeps the one CP/PP sets
+        assert ('"x-causation-id"' in strip_line) == (entry != "plant")
+
+
+def test_path_hardening_and_request_ids(out: Path) -> None:
+    for entry in ENTRIES:
+        hcm = _hcm(out, entry)
+        assert hcm["normalize_path"] is True
+        assert hcm["merge_slashes"] is True
+        assert hcm["path_with_escaped_slashes_action"] == "REJECT_REQUEST"
+        assert hcm["generate_request_id"] is True
+        assert hcm["preserve_external_request_id"] is False
+        assert hcm["max_request_headers_kb"] == 60
+
+
+def test_non_public_routes_carry_the_context_extensions(out: Path) -> None:
+    revision = load_runtime_config(out / "authz" / "runtime.json").revision
+    for entry, gateway_type in zip(ENTRIES, ("PLANT", "CP", "PP"), strict=True):
+        routes = _routes(out, entry)
+        per_route = routes["orders-list"]["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
+        extensions = per_route["check_settings"]["context_extensions"]
+        assert set(extensions) == CONTEXT_KEYS
+        assert all(isinstance(v, str) for v in extensions.values())
+        assert extensions["gateway_type"] == gateway_type
+        assert extensions["route_id"] == "orders-list"
+        assert extensions["permission"] == "orders:read"
+        assert extensions["config_revision"] == revision
+        reports = routes["reports"]["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
+        assert reports["check_settings"]["context_extensions"]["policy"] == "gateway/authz"
+        assert reports["check_settings"]["context_extensions"]["paid_only"] == "true"
+
+
+def test_budget_is_charged_only_by_the_hop_that_reaches_the_backend(out: Path) -> None:
+    for entry, metric, cost in (("plant", "reports", "5"), ("cp", "", "0"), ("pp", "", "0")):
+        route = _routes(out, entry)["reports"]
+        extensions = route["typed_per_filter_config"]["envoy.filters.http.ext_authz"][
+            "check_settings"
+        ]["context_extensions"]
+        assert (extensions["budget_metric"], extensions["budget_cost"]) == (metric, cost)
+
+
+def test_public_readiness_and_unknown_routes_skip_authz(out: Path) -> None:
+    for entry in ENTRIES:
+        routes = _routes(out, entry)
+        for name in ("health", "api-status", "readiness", "no-route"):
+            per_route = routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
+            assert per_route["disabled"] is True
+            assert "check_settings" not in per_route
+        assert list(routes)[-1] == "no-route"
+        assert routes["no-route"]["direct_response"]["status"] == 404
+
+
+def test_routes_follow_their_entry_points(out: Path) -> None:
+    assert "admin" in _routes(out, "plant")
+    assert "admin" in _routes(out, "pp")
+    assert "admin" not in _routes(out, "cp")
+
+
+def test_cp_and_pp_forward_to_plant_with_their_request_id_as_causation(out: Path) -> None:
+    plant_port = yaml.safe_load(EXAMPLE.read_text())["entry_points"]["plant"]["port"]
+    for entry in ("cp", "pp"):
+        clusters = {c["name"]: c for c in _resources(out, entry, "cds")}
+        assert set(clusters) == {"authz", "gateway_plant"}
+        endpoint = clusters["gateway_plant"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+        assert endpoint["endpoint"]["address"]["socket_address"]["port_value"] == plant_port
+        virtual_host = _resources(out, entry, "rds")[0]["virtual_hosts"][0]
+        added = {
+            h["header"]["key"]: h["header"]["value"] for h in virtual_host["request_headers_to_add"]
+        }
+        assert added == {"x-causation-id": "%REQ(x-request-id)%"}
+        assert {r["route"]["cluster"] for r in virtual_host["routes"] if "route" in r} == {
+            "gateway_plant"
+        }
+
+
+def test_backend_is_health_checked_and_routes_have_timeouts(out: Path) -> None:
+    backend = next(c for c in _resources(out, "plant", "cds") if c["name"] == "backend")
+    assert backend["health_checks"][0]["http_health_check"]["path"] == "/health"
+    assert backend["connect_timeout"] == "0.500s"
+    routes = _routes(out, "plant")
+    assert routes["reports"]["route"]["timeout"] == "10.000s"
+    assert routes["orders-list"]["match"]["path_separated_prefix"] == "/api/v1/orders"
+    methods = routes["orders-list"]["match"]["headers"][0]
+    assert methods == {"name": ":method", "string_match": {"safe_regex": {"regex": "^(GET)$"}}}
+
+
+def test_envoy_errors_become_problem_json_but_authz_denials_keep_their_body(out: Path) -> None:
+    mappers = _hcm(out, "plant")["local_reply_config"]["mappers"]
+    statuses = {m["body_format_override"]["json_format"]["status"] for m in mappers}
+    assert {400, 404, 413, 431, 503, 504} <= statuses
+    for mapper in mappers:
+        body = mapper["body_format_override"]
+        assert body["content_type"] == "application/problem+json"
+        assert body["json_format"]["correlation_id"] == "%REQ(x-correlation-id)%"
+        expression = mapper["filter"]["extension_filter"]["typed_config"]["expression"]
+        assert "ext_authz_denied" in expression or "ext_authz_error" in expression
+
+
+def test_access_logs_go_to_stdout_and_to_the_authz_service(out: Path) -> None:
+    logs = {log["name"]: log["typed_config"] for log in _hcm(out, "cp")["access_log"]}
+    assert logs["envoy.access_loggers.stdout"]["log_format"]["json_format"]["request_id"] == (
+        "%REQ(x-request-id)%"
+    )
+    grpc_log = logs["envoy.access_loggers.http_grpc"]
+    assert grpc_log["common_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == "authz"
+    assert grpc_log["common_config"]["log_name"] == "CP"
+    assert {"x-request-id", "x-correlation-id", "x-causation-id"} <= set(
+        grpc_log["additional_request_headers_to_log"]
+    )
+
+
+def test_set_overrides_ports(tmp_path: Path) -> None:
+    code = render.main(
+        ["--config", str(EXAMPLE), "--out", str(tmp_path), "--set", "entry_points.plant.port=18090"]
+    )
+    assert code == 0
+    listener = _resources(tmp_path, "plant", "lds")[0]
+    assert listener["address"]["socket_address"]["port_value"] == 18090
+    cp_plant = next(c for c in _resources(tmp_path, "cp", "cds") if c["name"] == "gateway_plant")
+    endpoint = cp_plant["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"]["port_value"] == 18090
+
+
+def test_unchanged_files_are_not_rewritten(tmp_path: Path) -> None:
+    render.render_all(EXAMPLE, tmp_path)
+    rds = tmp_path / "envoy" / "plant" / "rds.yaml"
+    inode = rds.stat().st_ino
+    render.render_all(EXAMPLE, tmp_path)
+    assert rds.stat().st_ino == inode
+    render.render_all(EXAMPLE, tmp_path, overrides={"authz": {"timeout_ms": 300}})
+    assert rds.stat().st_ino != inode  # replaced by rename, never written in place
+
+
+def test_hops_reach_plant_by_its_host_name_in_compose(tmp_path: Path) -> None:
+    overrides = {"entry_points": {"plant": {"address": "0.0.0.0", "host": "plant"}}}
+    render.render_all(EXAMPLE, tmp_path, overrides=overrides)
+    cluster = next(c for c in _resources(tmp_path, "pp", "cds") if c["name"] == "gateway_plant")
+    assert cluster["type"] == "STRICT_DNS"
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"]["address"] == "plant"
