@@ -31,6 +31,8 @@ CTX_PAID_ONLY = "paid_only"
 CTX_BUDGET_METRIC = "budget_metric"
 CTX_BUDGET_COST = "budget_cost"
 CTX_CONFIG_REVISION = "config_revision"
+# Comma-separated stages the route runs in shadow mode (evaluate and record, never deny).
+CTX_SHADOW = "shadow"
 
 
 class GatewayType(StrEnum):
@@ -40,6 +42,8 @@ class GatewayType(StrEnum):
 
 
 Window = Literal["day", "month"]
+# The stages an operator can put in shadow mode; `decide` always enforces.
+ShadowStage = Literal["authenticate", "authorize", "policy", "budget"]
 
 
 class _Strict(BaseModel):
@@ -66,6 +70,9 @@ class RouteRule(_Strict):
     paid_only: bool = False
     budget: BudgetCost | None = None
     public: bool = False
+    # Stages evaluated and recorded but not enforced on this route; None: the global
+    # default (RuntimeConfig.shadow) applies, () enforces every stage here.
+    shadow: tuple[ShadowStage, ...] | None = None
 
 
 class Budgets(_Strict):
@@ -88,6 +95,8 @@ class RuntimeConfig(_Strict):
     rbac: dict[GatewayType, dict[str, frozenset[str]]]
     routes: dict[str, RouteRule]
     budgets: Budgets = Field(default_factory=Budgets)
+    # Stages in shadow mode on every route unless the route sets its own list.
+    shadow: tuple[ShadowStage, ...] = ()
 
     def permissions_of(self, gateway_type: GatewayType, roles: tuple[str, ...]) -> frozenset[str]:
         table = self.rbac.get(gateway_type, {})
@@ -95,6 +104,13 @@ class RuntimeConfig(_Strict):
         for role in roles:
             granted |= table.get(role, frozenset())
         return frozenset(granted)
+
+    def shadow_stages(self, route_id: str) -> tuple[ShadowStage, ...]:
+        """The stages in shadow mode on a route (its own list, else the global default)."""
+        route = self.routes.get(route_id)
+        if route is None or route.shadow is None:
+            return self.shadow
+        return route.shadow
 
 
 class RuntimeConfigError(ValueError):
