@@ -21,6 +21,13 @@ bootstrap: ## install system packages, the virtualenv and OPA (done by every tar
 render: bootstrap ## render Envoy and authz runtime configs from $(CONFIG) into build/
 	$(PY) render.py --config $(CONFIG) --out build
 
+POLICY_DIR ?= policies
+check: bootstrap ## render $(CONFIG) to a temp dir, envoy --mode validate every output, opa check + test $(POLICY_DIR)
+	@out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && \
+		$(PY) render.py --config $(CONFIG) --out "$$out" --policy-dir $(POLICY_DIR) --validate
+	.cache/bin/opa check $(POLICY_DIR)
+	.cache/bin/opa test $(POLICY_DIR)
+
 up: bootstrap ## run the whole gateway as local processes (Ctrl-C or `make down` stops it)
 	$(PY) -m devstack --var-dir $(VAR_DIR) up --config $(CONFIG) $(UP_ARGS)
 

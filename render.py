@@ -1,6 +1,7 @@
 """CLI: render config/gateway.yaml into build/envoy/{plant,cp,pp}.yaml and build/authz/runtime.json.
 
     python render.py --config config/gateway.yaml --out build [--set entry_points.plant.port=18090]
+                     [--policy-dir policies] [--validate]
 
 A bad config prints one line, `file: key.path: reason`, exits 2 and writes nothing. Files are
 written atomically (temp file, then rename), so a running Envoy, which watches its
@@ -26,6 +27,7 @@ import yaml
 
 from gateway_config import ConfigError, GatewayConfig, load_gateway_config
 from gateway_config.envoy_view import entry_point_view
+from gateway_config.policies import DEFAULT_POLICY_DIR
 from gateway_config.runtime import config_revision, to_runtime_config
 from gateway_config.static_bundle import static_bootstrap
 
@@ -123,9 +125,13 @@ def render_all(
     out_dir: Path,
     overrides: Mapping[str, Any] | None = None,
     envoy_dir: Path | None = None,
+    policy_dir: Path | None = None,
 ) -> RenderResult:
-    """Load, check and render the config, then write every file; ConfigError writes nothing."""
-    config = load_gateway_config(config_path, overrides)
+    """Load, check and render the config, then write every file; ConfigError writes nothing.
+
+    Route policies are checked against the Rego packages under policy_dir (default: policies/).
+    """
+    config = load_gateway_config(config_path, overrides, policy_dir)
     result = render_config(config, out_dir, envoy_dir)
     for path, text in result.files.items():
         write_atomically(path, text)
@@ -199,13 +205,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where Envoy sees OUT/envoy (e.g. in a container); default: OUT/envoy",
     )
     parser.add_argument(
+        "--policy-dir",
+        type=Path,
+        default=DEFAULT_POLICY_DIR,
+        help="Rego policies every route `policy` must name a package of; default: policies/",
+    )
+    parser.add_argument(
         "--validate",
         action="store_true",
         help="also run `envoy --mode validate` on every rendered Envoy config",
     )
     args = parser.parse_args(argv)
     try:
-        result = render_all(args.config, args.out, parse_set(args.set), args.envoy_dir)
+        result = render_all(
+            args.config, args.out, parse_set(args.set), args.envoy_dir, args.policy_dir
+        )
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""`python -m authz_service [serve|settings]`: run the service, or list its settings."""
+"""`python -m authz_service [serve|settings|explain|budget|reload]`: run, list settings, admin."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from authz_service.adapters.static_keys import KeyConfigError
 from authz_service.logging_setup import configure_logging
 from authz_service.runtime_config import RuntimeConfigError
 from authz_service.settings import SettingsLoadError, describe_settings, load_settings
+
+ADMIN_COMMANDS = ("explain", "budget", "reload")
 
 
 def _run_serve() -> int:
@@ -43,8 +45,15 @@ def _print_settings() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg in ADMIN_COMMANDS for arg in argv):
+        from authz_service.admin_cli import main as admin_main  # noqa: PLC0415 - grpc on demand
+
+        return admin_main(argv)
     parser = argparse.ArgumentParser(prog="python -m authz_service")
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "settings"])
+    parser.add_argument(
+        "command", nargs="?", default="serve", choices=["serve", "settings", *ADMIN_COMMANDS]
+    )
     args = parser.parse_args(argv)
     return _run_serve() if args.command == "serve" else _print_settings()
 

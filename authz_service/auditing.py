@@ -44,8 +44,10 @@ def audit_record(check: CheckContext, out: CheckOutcome, latency_ms: float) -> A
         authz_latency_ms=latency_ms,
         config_revision=check.config_revision,
         service_version=__version__,
-        # A stage that failed open would have denied: recorded like a shadow denial.
-        shadow_denials=list(out.failed_open),
+        policy_revision=out.policy_revision,
+        # shadowed denials ("policy:trial_expired") and stages that failed open
+        # ("fail_open:policy:opa"): both would have denied, neither did
+        shadow_denials=out.audit_shadow_denials(),
     )
 
 

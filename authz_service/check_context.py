@@ -16,6 +16,7 @@ from authz_service.runtime_config import (
     CTX_PERMISSION,
     CTX_POLICY,
     CTX_ROUTE_ID,
+    CTX_SHADOW,
 )
 
 
@@ -62,6 +63,14 @@ class CheckContext:
     @property
     def config_revision(self) -> str | None:
         return self.context.get(CTX_CONFIG_REVISION) or None
+
+    @property
+    def shadow_stages(self) -> frozenset[str] | None:
+        """The stages the route runs in shadow mode; None when Envoy sent no `shadow` key."""
+        text = self.context.get(CTX_SHADOW)
+        if text is None:
+            return None
+        return frozenset(part.strip() for part in text.split(",") if part.strip())
 
     @property
     def path_only(self) -> str:

@@ -30,6 +30,11 @@ DEPENDENCY_ERRORS = Counter(
     "Dependency failures by dependency, stage and what the stage did (fail_closed|fail_open).",
     ["dependency", "stage", "action"],
 )
+SHADOW_DENIALS = Counter(
+    "authz_shadow_denials_total",
+    "Denials a stage in shadow mode would have returned (not enforced), by stage and code.",
+    ["stage", "code"],
+)
 AUDIT_SUBMIT_ERRORS = Counter("authz_audit_submit_errors_total", "Audit records the sink refused.")
 
 

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from jwt import PyJWK
 
 from authz_service.audit.record import AccessLogCompletion, AuditRecord
+from authz_service.principal import Principal
 
 
 class AuditSink(Protocol):
@@ -24,6 +25,12 @@ class AuditSink(Protocol):
     @property
     def accepting(self) -> bool:
         """False when records can be neither written nor spooled and the policy is fail closed."""
+
+
+class Verifier(Protocol):
+    async def verify(self, token: str) -> Principal:
+        """The principal of a valid bearer token; raises TokenRejectedError otherwise."""
+        ...
 
 
 class KeyUnknownError(LookupError):
@@ -75,12 +82,26 @@ class BudgetConsumption:
     exceeded_index: int | None = None
 
 
+def consumption_if(
+    windows: Sequence[BudgetWindow], used: Sequence[int], cost: int
+) -> BudgetConsumption:
+    """The answer `consume` gives for current usage `used`, computed without writing."""
+    for index, window in enumerate(windows):
+        if used[index] + cost > window.limit:
+            return BudgetConsumption(allowed=False, used=tuple(used), exceeded_index=index)
+    return BudgetConsumption(allowed=True, used=tuple(u + cost for u in used))
+
+
 class BudgetStore(Protocol):
     async def consume(self, windows: Sequence[BudgetWindow], cost: int) -> BudgetConsumption:
         """Atomically: if every window has room for `cost`, consume it in all of them.
 
         Raises DependencyUnavailableError when the store cannot answer in time.
         """
+        ...
+
+    async def peek(self, windows: Sequence[BudgetWindow], cost: int) -> BudgetConsumption:
+        """What `consume` would answer now, without consuming anything (Explain, Budget)."""
         ...
 
     async def healthy(self) -> bool: ...

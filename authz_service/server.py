@@ -1,4 +1,4 @@
-"""The grpc.aio server: Check, AccessLog, health per component, reflection, graceful SIGTERM."""
+"""The grpc.aio servers: Check, AccessLog, health, reflection; the admin API; SIGHUP reloads."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from authz_service.admin import GatewayAdminService, admin_server
 from authz_service.audit.accesslog import AccessLogService
 from authz_service.audit.writer import AuditWriter
 from authz_service.metrics import start_metrics_server
@@ -44,6 +45,29 @@ async def _watch_health(
             await health.set(name, _SERVING if await probe() else _NOT_SERVING)
         await health.set(AUDIT_COMPONENT, _SERVING if writer.healthy else _NOT_SERVING)
         await asyncio.sleep(interval)
+
+
+def _reload_on_sighup(loop: asyncio.AbstractEventLoop, components: Components) -> None:
+    reloads: set[asyncio.Task[object]] = set()
+
+    def reload() -> None:
+        task = asyncio.create_task(components.reloader.reload())
+        reloads.add(task)  # kept referenced until done
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+
+
+def _admin(settings: Settings, components: Components) -> grpc.aio.Server | None:
+    if not settings.admin_address:
+        return None
+    service = GatewayAdminService(
+        components.pipeline,
+        components.reloader,
+        dev_claims=settings.admin_dev_claims,
+        timeout_seconds=settings.check_timeout_seconds,
+    )
+    return admin_server(service, settings.admin_address)
 
 
 async def serve(settings: Settings, started: asyncio.Event | None = None) -> None:
@@ -81,8 +105,12 @@ async def serve(settings: Settings, started: asyncio.Event | None = None) -> Non
         raise OSError(f"AUTHZ_GRPC_ADDRESS: cannot listen on {settings.grpc_address}") from exc
     if port == 0:
         raise OSError(f"AUTHZ_GRPC_ADDRESS: cannot listen on {settings.grpc_address}")
+    admin = _admin(settings, components)
     await writer.start()
     await server.start()
+    if admin is not None:
+        await admin.start()
+        log.info("admin API listening", extra={"address": settings.admin_address})
     if settings.metrics_address:
         start_metrics_server(settings.metrics_address)
     await health.set(OVERALL, _SERVING)
@@ -94,6 +122,7 @@ async def serve(settings: Settings, started: asyncio.Event | None = None) -> Non
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    _reload_on_sighup(loop, components)
     if started is not None:
         started.set()
     try:
@@ -103,7 +132,10 @@ async def serve(settings: Settings, started: asyncio.Event | None = None) -> Non
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        loop.remove_signal_handler(signal.SIGHUP)
         await health.enter_graceful_shutdown()
+        if admin is not None:
+            await admin.stop(0)
         await server.stop(settings.shutdown_grace_seconds)
         await writer.stop()
         await components.close()

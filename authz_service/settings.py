@@ -113,6 +113,13 @@ class Settings(BaseSettings):
         3600.0, ge=0, description="Audit retention run interval without pg_cron (0: off)."
     )
     # --- end audit writer ---
+    admin_address: str = Field(
+        "127.0.0.1:9002",
+        description="host:port of the GatewayAdmin API (Explain, Budget, Reload); empty: off.",
+    )
+    admin_dev_claims: bool = Field(
+        False, description="Explain accepts raw claims instead of a token (development only)."
+    )
     metrics_address: str = Field(
         "127.0.0.1:9464", description="host:port of the Prometheus endpoint (empty: off)."
     )

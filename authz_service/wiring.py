@@ -16,6 +16,7 @@ from authz_service.adapters.regopy_engine import RegopyEngine
 from authz_service.adapters.static_keys import StaticKeySource
 from authz_service.pipeline import FailOpen, Pipeline
 from authz_service.ports import BudgetStore, KeySource, PolicyEngine
+from authz_service.reload import Reloader, policy_revision
 from authz_service.runtime_config import load_runtime_config
 from authz_service.settings import IssuerConfig, Settings
 from authz_service.stages.policy import PolicyEvaluator
@@ -32,11 +33,13 @@ class Components:
     policy_engine: PolicyEngine
     budget_store: BudgetStore
     key_sources: list[KeySource]
+    reloader: Reloader
     http_session: aiohttp.ClientSession | None = None
     health_probes: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
 
     async def close(self) -> None:
-        await self.policy_engine.close()
+        await self.reloader.close()
+        await self.pipeline.policy.engine.close()  # the current one: a reload may have swapped it
         await self.budget_store.close()
         for source in self.key_sources:
             await source.close()
@@ -98,6 +101,7 @@ def build_components(settings: Settings) -> Components:
         cache_seconds=settings.policy_cache_seconds,
         cache_size=settings.policy_cache_size,
         headers=settings.policy_headers,
+        revision=policy_revision(settings.policy_dir),
     )
     pipeline = Pipeline(
         config,
@@ -110,11 +114,24 @@ def build_components(settings: Settings) -> Components:
     log.info(
         "runtime config loaded", extra={"revision": config.revision, "routes": len(config.routes)}
     )
+    reloader = Reloader(
+        pipeline,
+        settings.runtime_config,
+        settings.policy_dir,
+        embedded=not settings.opa_url,
+        timeout_seconds=settings.opa_timeout_seconds,
+        retire_after_seconds=settings.check_timeout_seconds + 5,
+    )
+
+    async def policy_healthy() -> bool:
+        return await evaluator.engine.healthy()
+
     return Components(
         pipeline,
         engine,
         store,
         [issuer.keys for issuer in issuers.values()],
+        reloader,
         session,
-        health_probes={"authz.opa": engine.healthy, "authz.redis": store.healthy},
+        health_probes={"authz.opa": policy_healthy, "authz.redis": store.healthy},
     )

@@ -17,7 +17,8 @@ from bench.profile import profile_authz
 from bench.runner import SATURATION, Plan, memory_run, run_rounds, verify
 from bench.stack import REPO, StackOptions, bench_stack
 
-ALL = ("envoy", "authz-embedded", "authz-opa", "opa-envoy", "native")
+ALL = ("envoy", "authz-embedded", "authz-opa", "opa-envoy", "native", "python-noop")
+DEFAULT = ALL[:5]
 TOOLS = {
     "vegeta": "tools/build-vegeta.sh",
     "opa-envoy": "tools/build-opa-envoy.sh",
@@ -34,17 +35,27 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=32, help="wrk connections at saturation")
     p.add_argument("--memory-seconds", type=float, default=300, help="memory run (0: none)")
     p.add_argument("--memory-rate", type=int, default=500)
-    p.add_argument("--configs", default=",".join(ALL), help=f"subset of {','.join(ALL)}")
+    p.add_argument("--configs", default=",".join(DEFAULT), help=f"subset of {','.join(ALL)}")
     p.add_argument("--authz-workers", type=int, default=2, help="authz processes per variant")
     p.add_argument("--authz-transport", choices=["uds", "tcp"], default="uds")
+    p.add_argument(
+        "--no-access-log", action="store_true", help="(2) without Envoy's access-log stream"
+    )
     p.add_argument("--front-concurrency", type=int, default=2, help="front Envoy workers")
     p.add_argument("--profile", type=float, default=0, help="py-spy seconds on one worker")
     p.add_argument("--profile-native", action="store_true", help="py-spy --native (C frames)")
+    p.add_argument(
+        "--update-readme", action="store_true", help="put the figures into bench/README.md"
+    )
+    p.add_argument("--strict", action="store_true", help="exit 1 when any run failed")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--workdir", type=Path, default=REPO / "var" / "bench")
     args = p.parse_args(argv)
-    if args.quick:
-        args.rounds, args.seconds, args.memory_seconds = 1, 3, 20
+    if args.quick:  # shorter defaults; explicit flags still win
+        given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:])}
+        for flag, value in (("--rounds", 1), ("--seconds", 3), ("--memory-seconds", 20)):
+            if flag not in given:
+                setattr(args, flag.removeprefix("--").replace("-", "_"), value)
     return args
 
 
@@ -103,7 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         args.memory_rate,
         "authz-embedded",
     )
-    opts = StackOptions(configs, args.authz_workers, args.authz_transport, args.front_concurrency)
+    opts = StackOptions(
+        configs,
+        args.authz_workers,
+        args.authz_transport,
+        args.front_concurrency,
+        access_log=not args.no_access_log,
+    )
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     shutil.rmtree(args.workdir, ignore_errors=True)
     with bench_stack(args.workdir, opts) as stack:
@@ -136,7 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         + "'",
         "machine": _machine(),
         "plan": plan.__dict__,
-        "stack": {**info, "front_concurrency": args.front_concurrency, "tokens": 50},
+        "stack": {
+            **info,
+            "front_concurrency": args.front_concurrency,
+            "tokens": 50,
+            "access_log_to_authz": not args.no_access_log,
+        },
         "versions": {
             "envoy": _version(["envoy", "--version"]),
             "opa": _version(["opa", "version"]),
@@ -145,12 +167,15 @@ def main(argv: list[str] | None = None) -> int:
             "vegeta": "v12.13.0",
         },
         "profile": None if profile is None else _relative(profile),
+        "service_metrics": analysis.service_by_kind(records),
         "notes": "Shared 2-core machine: the ratios matter, absolute numbers are context. "
         "Configuration (3) is tools/opa-envoy: OPA v1.22.2's Go packages serving Envoy's "
         "ext_authz Check the way the OPA-Envoy plugin does (the plugin's own Go module is not "
         "served by the module proxy this machine reaches).",
     }
     path = report.write(args.out, records, table, list(configs), kinds, found, trace, meta)
+    if args.update_readme:
+        report.update_readme(REPO / "bench" / "README.md", path.read_text())
     print()
     for line in report.ratio_lines(table, list(configs)):
         print(line)
@@ -159,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         verdict = {True: "met", False: "NOT MET", None: "not measured"}[target.met]
         print(f"target  {target.name:<55} {target.measured:<32} {verdict}")
     print(f"\nresults: {path}")
-    failed = [c for c in table.values() if c.failed]
-    return 1 if failed else 0
+    failed = sorted(f"{c.config} {c.kind}" for c in table.values() if c.failed)
+    if failed:
+        print(f"FAILED runs (non-2xx answers or socket errors): {', '.join(failed)}")
+    return 1 if failed and args.strict else 0
 
 
 if __name__ == "__main__":

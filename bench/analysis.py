@@ -151,3 +151,26 @@ def targets(table: dict[tuple[str, str], Cell], trace: MemoryTrace | None) -> li
         )
         found.append(Target(f"{trace.config}: memory flat at a fixed rate", flat, measured))
     return found
+
+
+def service_by_kind(records: list[RunRecord]) -> dict[str, dict[str, Any]]:
+    """Per configuration and kind of run: the authz service's own figures, median over rounds."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        if record.service is not None and record.load.ok:
+            grouped.setdefault(f"{record.config} {record.kind}", []).append(record.service)
+    out: dict[str, dict[str, Any]] = {}
+    for key, services in grouped.items():
+        stages = {s for service in services for s in service["mean_ms"]}
+        caches = {c for service in services for c in service["cache_hit_ratio"]}
+        out[key] = {
+            "checks": sum(s["checks"] for s in services),
+            "mean_ms": {
+                s: statistics.median(x["mean_ms"].get(s, 0.0) for x in services) for s in stages
+            },
+            "cache_hit_ratio": {
+                c: statistics.median(x["cache_hit_ratio"].get(c, 0.0) for x in services)
+                for c in caches
+            },
+        }
+    return out

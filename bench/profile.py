@@ -74,8 +74,7 @@ def profile_authz(
             "raw",
             "--output",
             str(raw),
-            "--nonblocking",
-            *(["--native"] if native else []),
+            *(["--native"] if native else ["--nonblocking"]),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -94,7 +93,8 @@ def profile_authz(
         return None
     total, own, inclusive = summarize(raw.read_text())
     lines = [
-        f"# py-spy ({'native' if native else 'Python'} frames) of one {config_key} worker (pid {pids[0]}) at saturation, {seconds:.0f}s,"
+        f"# py-spy ({'native' if native else 'Python'} frames) of one {config_key} worker"
+        f" (pid {pids[0]}) at saturation, {seconds:.0f}s,"
         f" {total} samples",
         "",
         "## self time",

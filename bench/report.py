@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,17 @@ TITLES = {
     "authz-opa": "(2b) authz_service, OPA server policy",
     "opa-envoy": "(3) OPA-Envoy ext_authz",
     "native": "(4) Envoy jwt_authn + rbac",
+    "python-noop": "(0) bare grpc.aio allow-all",
+}
+
+
+_STAGE_ORDER = {
+    "check": 0,
+    "authenticate": 1,
+    "authorize": 2,
+    "policy": 3,
+    "budget": 4,
+    "decide": 5,
 }
 
 
@@ -22,10 +34,19 @@ def _fmt(value: float | None, spec: str = ".2f", suffix: str = "") -> str:
     return "—" if value is None else f"{value:{spec}}{suffix}"
 
 
+def total_cpu_us(cell: Cell) -> float:
+    """CPU of every serving process per request (the load generator left out)."""
+    return sum(v for name, v in cell.cpu_us.items() if name != "loadgen")
+
+
 def ratio_lines(table: dict[tuple[str, str], Cell], configs: list[str]) -> list[str]:
+    """Throughput against (1) and (3), and the CPU-cost ratio (CPU of (1 or 3) / CPU of this):
+    on a CPU-bound machine the second predicts the first and is far less sensitive to noise."""
     lines = []
     base = table.get((BASELINE, SATURATION))
     alt = table.get((ALTERNATIVE, SATURATION))
+    base = base if base is not None and not base.failed else None
+    alt = alt if alt is not None and not alt.failed else None
     for key in configs:
         cell = table.get((key, SATURATION))
         if cell is None:
@@ -33,13 +54,51 @@ def ratio_lines(table: dict[tuple[str, str], Cell], configs: list[str]) -> list[
         if cell.failed:
             lines.append(f"{key:<15} saturation FAILED ({cell.rounds_failed} failed rounds)")
             continue
-        vs1 = ratio(cell.rps, base.rps) if base and not base.failed else None
-        vs3 = ratio(cell.rps, alt.rps) if alt and not alt.failed else None
+        vs1 = ratio(cell.rps, base.rps) if base else None
+        vs3 = ratio(cell.rps, alt.rps) if alt else None
+        cpu = total_cpu_us(cell)
+        cpu1 = ratio(total_cpu_us(base), cpu) if base else None
+        cpu3 = ratio(total_cpu_us(alt), cpu) if alt else None
         lines.append(
-            f"{key:<15} {cell.rps:8.0f} req/s   {_fmt(vs1, '.3f', 'x')} of (1)   "
-            f"{_fmt(vs3, '.3f', 'x')} of (3)"
+            f"{key:<15} {cell.rps:7.0f} req/s  {_fmt(vs1, '.3f', 'x')} of (1)  "
+            f"{_fmt(vs3, '.3f', 'x')} of (3)  | {cpu:5.0f} CPU us/req  cost ratio "
+            f"{_fmt(cpu1, '.3f', 'x')} of (1)  {_fmt(cpu3, '.3f', 'x')} of (3)"
         )
     return lines
+
+
+def summary_rows(table: dict[tuple[str, str], Cell], configs: list[str]) -> list[str]:
+    """One line per configuration: saturation throughput and its ratios, CPU, latency at 500/s."""
+    rows = [
+        "| configuration | req/s at saturation | vs (1) | vs (3) | CPU µs/req | "
+        "p50 / p99 ms at 500/s | added p50 / p99 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    base, alt = table.get((BASELINE, SATURATION)), table.get((ALTERNATIVE, SATURATION))
+    base500 = table.get((BASELINE, "rate-500"))
+    for key in configs:
+        sat, at500 = table.get((key, SATURATION)), table.get((key, "rate-500"))
+        if sat is None:
+            continue
+        if sat.failed:
+            rows.append(f"| {TITLES.get(key, key)} | FAILED | | | | | |")
+            continue
+        vs1 = ratio(sat.rps, base.rps) if base and not base.failed else None
+        vs3 = ratio(sat.rps, alt.rps) if alt and not alt.failed else None
+        lat = added = "—"
+        if at500 is not None and not at500.failed:
+            lat = f"{at500.p50_ms:.2f} / {at500.p99_ms:.2f}"
+            if base500 is not None and not base500.failed:
+                added = (
+                    f"{at500.p50_ms - base500.p50_ms:+.2f} / {at500.p99_ms - base500.p99_ms:+.2f}"
+                )
+        elif at500 is not None:
+            lat = "FAILED"
+        rows.append(
+            f"| {TITLES.get(key, key)} | {sat.rps:.0f} | {_fmt(vs1, '.3f', 'x')} | "
+            f"{_fmt(vs3, '.3f', 'x')} | {total_cpu_us(sat):.0f} | {lat} | {added} |"
+        )
+    return rows
 
 
 def _latency_rows(
@@ -79,7 +138,7 @@ def _cpu_rows(table: dict[tuple[str, str], Cell], configs: list[str], kind: str)
         if cell is None or cell.failed:
             continue
         values = [_fmt(cell.cpu_us.get(n), ".0f") if n in cell.cpu_us else "" for n in names]
-        total = sum(v for n, v in cell.cpu_us.items() if n != "loadgen")
+        total = total_cpu_us(cell)
         rss = ", ".join(f"{n} {v:.0f}" for n, v in cell.rss_mib.items() if n != "backend")
         rows.append(
             f"| {TITLES.get(key, key)} | " + " | ".join(values) + f" | {total:.0f} | {rss} |"
@@ -101,6 +160,10 @@ def markdown(
         f"Command: `{meta['command']}`",
         "",
         f"Machine: {meta['machine']}. {meta['notes']}",
+        "",
+        "## Summary",
+        "",
+        *summary_rows(table, configs),
         "",
         "## Ratios at saturation",
         "",
@@ -142,6 +205,22 @@ def markdown(
             + f" → {'flat' if flat else 'NOT flat'}.",
             "",
         ]
+    service = meta.get("service_metrics") or {}
+    if service:
+        lines += [
+            "## Inside the authz service (its own Prometheus figures, median over rounds)",
+            "",
+            "| configuration, load | checks | mean ms: whole check, then per stage | cache hits |",
+            "| --- | ---: | --- | --- |",
+        ]
+        for key, figures in service.items():
+            means = sorted(figures["mean_ms"].items(), key=lambda kv: _STAGE_ORDER.get(kv[0], 9))
+            stages = ", ".join(f"{k} {v:.3f}" for k, v in means)
+            hits = ", ".join(f"{k} {v:.3f}" for k, v in figures["cache_hit_ratio"].items())
+            lines.append(f"| {key} | {figures['checks']:.0f} | {stages} | {hits} |")
+        lines.append("")
+    if meta.get("profile"):
+        lines += [f"Profile of one authz worker at saturation: `{meta['profile']}`.", ""]
     lines += ["![throughput and latency](latest.png)", ""]
     return "\n".join(lines)
 
@@ -159,7 +238,7 @@ def plot(
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     rate_kinds = [k for k in kinds if k != SATURATION]
-    panels = 2 + (1 if trace is not None else 0)
+    panels = 3 + (1 if trace is not None else 0)
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 5))
     labels = [TITLES.get(k, k).split(" ", 1)[0] for k in configs]
     sat = [table.get((k, SATURATION)) for k in configs]
@@ -199,11 +278,20 @@ def plot(
     axes[1].set_yscale("log")
     axes[1].set_title("latency percentiles at fixed rates (ms, log)")
     axes[1].legend(fontsize=7)
+    bottoms = [0.0] * len(configs)
+    for name in ["envoy", "backend", "authz", "opa", "opa-envoy", "redis", "postgres"]:
+        values = [c.cpu_us.get(name, 0.0) if c is not None and not c.failed else 0.0 for c in sat]
+        if any(values):
+            axes[2].bar(labels, values, bottom=bottoms, label=name)
+            bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+    axes[2].set_title("CPU µs per request at saturation, per process")
+    axes[2].legend(fontsize=7)
     if trace is not None:
-        axes[2].plot([t for t, _ in trace.samples], [r / 2**20 for _, r in trace.samples])
-        axes[2].set_title(f"authz RSS (MiB) at {trace.rate} req/s")
-        axes[2].set_xlabel("seconds")
-        axes[2].set_ylim(bottom=0)
+        mib = [r / 2**20 for _, r in trace.samples]
+        axes[3].plot([t for t, _ in trace.samples], mib)
+        axes[3].set_title(f"authz RSS (MiB, all workers) at {trace.rate} req/s")
+        axes[3].set_xlabel("seconds")
+        axes[3].set_ylim(0, max(mib) * 1.2)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -247,3 +335,32 @@ def write(
     (out_dir / "latest.json").write_text((out_dir / f"{stem}.json").read_text())
     (out_dir / "latest.png").write_bytes((out_dir / f"{stem}.png").read_bytes())
     return out_dir / "latest.md"
+
+
+START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
+
+
+def _section(md: str, title: str) -> str:
+    found = re.search(rf"^## {re.escape(title)}\n\n(.*?)(?=\n## |\Z)", md, re.S | re.M)
+    return found.group(1).strip() if found else ""
+
+
+def update_readme(readme: Path, md: str) -> None:
+    """Put the run's summary, ratios and targets between the README's results markers."""
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise ValueError(f"{readme}: no {START} ... {END} markers")
+    command = re.search(r"^Command: (.*)$", md, re.M)
+    started = re.search(r"^# Benchmark results \((.*)\)$", md, re.M)
+    block = "\n\n".join(
+        [
+            f"Run {started.group(1) if started else '?'}, "
+            f"{command.group(1) if command else '?'}, on the project's shared 2-core machine.",
+            _section(md, "Summary"),
+            "```\n" + _section(md, "Ratios at saturation").strip("`\n") + "\n```",
+            "Targets:\n\n" + _section(md, "Targets"),
+        ]
+    )
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    readme.write_text(f"{head}{START}\n{block}\n{END}{tail}")

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import procstat
+from bench import procstat, service_metrics
 from bench.keys import new_issuer
 from bench.load import LoadResult, vegeta_rate, write_vegeta_targets, wrk_saturation
 from bench.stack import Configuration, Stack
@@ -37,6 +37,7 @@ class RunRecord:
     load: LoadResult
     cpu_s: dict[str, float]
     rss: dict[str, int]
+    service: dict[str, Any] | None = None  # the authz workers' own figures for this run
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -84,11 +85,19 @@ def verify(stack: Stack) -> list[str]:
     return problems
 
 
-def _measure(config: Configuration, kind: str, round_no: int, run: Any) -> RunRecord:
+def _measure(
+    config: Configuration, kind: str, round_no: int, run: Any, metrics_urls: list[str]
+) -> RunRecord:
+    # the scrapes stay outside the CPU window: serving them is not the requests' cost
+    scraped = service_metrics.totals(metrics_urls) if metrics_urls else None
     before = procstat.snapshot(config.components)
     load: LoadResult = run()
     after = procstat.snapshot(config.components)
-    return RunRecord(config.key, kind, round_no, load, procstat.cpu_delta(before, after), after.rss)
+    cpu = procstat.cpu_delta(before, after)
+    record = RunRecord(config.key, kind, round_no, load, cpu, after.rss)
+    if scraped is not None:
+        record.service = service_metrics.summarize(scraped, service_metrics.totals(metrics_urls))
+    return record
 
 
 def _targets(stack: Stack, config: Configuration) -> Path:
@@ -120,7 +129,13 @@ def run_rounds(stack: Stack, plan: Plan, log: Any) -> list[RunRecord]:
         ordered = configs[shift:] + configs[:shift]  # drift lands on every configuration
         for kind in kinds:
             for config in ordered:
-                record = _measure(config, kind, round_no, _runner(stack, plan, config, kind))
+                record = _measure(
+                    config,
+                    kind,
+                    round_no,
+                    _runner(stack, plan, config, kind),
+                    stack.metrics_urls.get(config.key, []),
+                )
                 records.append(record)
                 load = record.load
                 state = "ok" if load.ok else f"FAILED ({load.non2xx} non-2xx, {load.errors} errors)"

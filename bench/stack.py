@@ -1,36 +1,26 @@
-"""Starts everything the four configurations need, once, and describes each configuration."""
+"""Starts everything the configurations need, once, and describes each configuration."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.envoy_configs import FrontSpec, render_backend, render_front, route_facts
+from bench import processes
+from bench.envoy_configs import FrontSpec, render_backend, route_facts
 from bench.keys import AUDIENCE, ISSUER, BenchIssuer, new_issuer
-from devstack import grpc_health
+from bench.processes import REPO
 from devstack.ports import free_port, http_get
-from devstack.process import ManagedProcess
-from devstack.services import (
-    provision_envoy,
-    provision_opa,
-    provision_postgres,
-    provision_redis,
-)
+from devstack.services import provision_envoy, provision_opa, provision_postgres, provision_redis
 
-REPO = Path(__file__).resolve().parent.parent
-BENCH = REPO / "bench"
 ROUTE_ID = "orders-list"
 PATH = "/api/v1/orders"
 TOKENS = 50  # distinct principals the load rotates through
+
+__all__ = ["REPO", "Configuration", "Stack", "StackOptions", "bench_stack"]
 
 
 @dataclass
@@ -53,6 +43,7 @@ class Stack:
     configurations: list[Configuration] = field(default_factory=list)
     authz_pids: dict[str, list[int]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    metrics_urls: dict[str, list[str]] = field(default_factory=dict)  # variant -> /metrics
 
 
 @dataclass(frozen=True)
@@ -61,132 +52,135 @@ class StackOptions:
     authz_workers: int
     authz_transport: str  # "uds" | "tcp"
     front_concurrency: int
+    access_log: bool = True  # Envoy streams access logs to the authz service (audit completion)
 
 
-def _render(workdir: Path) -> tuple[Path, dict[str, Any]]:
-    out = workdir / "render"
-    subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "render.py"),
-            "--config",
-            str(BENCH / "gateway.yaml"),
-            "--out",
-            str(out),
-        ],
-        check=True,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    runtime = json.loads((out / "authz" / "runtime.json").read_text())
-    return out, runtime
+class _Builder:
+    """Adds configurations to the stack; every process it starts stops with `exits`."""
 
+    def __init__(self, stack: Stack, opts: StackOptions, exits: contextlib.ExitStack) -> None:
+        self.stack, self.opts, self.exits = stack, opts, exits
+        self.workdir = stack.workdir
+        self.render_dir, self.runtime = processes.render(self.workdir)
+        self.route = route_facts(self.render_dir, self.runtime, ROUTE_ID)
+        jwks = stack.issuer.jwks_json
+        self.route.update(issuer=ISSUER, audience=AUDIENCE, jwks_json=jwks)
+        self.backend_port = free_port()
+        config = render_backend(
+            self.workdir / "backend.yaml",
+            port=self.backend_port,
+            admin_port=free_port(),
+            jwks_json=jwks,
+        )
+        backend = exits.enter_context(
+            provision_envoy(self.workdir, config, name="backend", concurrency=1, provider="local")
+        )
+        assert backend.pid is not None
+        self.backend_pid = backend.pid
+        self.jwks_url = f"http://127.0.0.1:{self.backend_port}/.well-known/jwks.json"
+        assert http_get(self.jwks_url)[0] == 200
 
-def _migrate(dsn: str, workdir: Path) -> None:
-    with (workdir / "migrate.log").open("wb") as log:
-        subprocess.run(
-            [sys.executable, "-m", "alembic", "upgrade", "head"],
-            cwd=REPO,
-            env={**os.environ, "AUTHZ_DATABASE_URL": dsn},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            check=True,
+    def add(self, key: str, title: str, spec: FrontSpec, extra: dict[str, list[int]]) -> None:
+        pid = processes.front(
+            self.exits,
+            self.workdir,
+            spec,
+            self.backend_port,
+            self.route,
+            self.opts.front_concurrency,
+        )
+        components = {"envoy": [pid], "backend": [self.backend_pid], **extra}
+        url = f"http://127.0.0.1:{spec.port}{PATH}"
+        self.stack.configurations.append(
+            Configuration(
+                key, title, url, components, guarded=spec.mode != "none" and key != "python-noop"
+            )
         )
 
+    def front(
+        self, name: str, mode: str, endpoints: tuple[str, ...] = (), log: bool = False
+    ) -> FrontSpec:
+        return FrontSpec(name, mode, free_port(), free_port(), endpoints, access_log_to_authz=log)
 
-def _authz_workers(
-    exits: contextlib.ExitStack, name: str, env: dict[str, str], opts: StackOptions, home: Path
-) -> tuple[list[str], list[int]]:
-    endpoints: list[str] = []
-    pids: list[int] = []
-    for index in range(opts.authz_workers):
-        if opts.authz_transport == "uds":
-            address = f"unix:{home / f'{name}-{index}.sock'}"
-        else:
-            address = f"127.0.0.1:{free_port()}"
-        worker_env = {
-            **os.environ,
-            **env,
-            "AUTHZ_GRPC_ADDRESS": address,
-            "AUTHZ_AUDIT_SPOOL_DIR": str(home / f"{name}-{index}-spool"),
-            "AUTHZ_METRICS_ADDRESS": "",
-            "AUTHZ_LOG_LEVEL": "WARNING",
+    def workers(
+        self, name: str, env: dict[str, str], module: tuple[str, ...]
+    ) -> tuple[tuple[str, ...], list[int]]:
+        started = processes.authz_workers(
+            self.exits,
+            name,
+            env,
+            self.opts.authz_workers,
+            self.opts.authz_transport,
+            self.workdir,
+            module=module,
+        )
+        if started.metrics_urls:
+            self.stack.metrics_urls[f"authz-{name}"] = started.metrics_urls
+        return tuple(started.endpoints), started.pids
+
+    def authz(self, wanted: set[str]) -> None:
+        """(2a) and (2b): the real service, with PostgreSQL and Redis shared by both."""
+        pg = self.exits.enter_context(provision_postgres(self.workdir, provider="local"))
+        processes.migrate(pg.dsn, self.workdir)
+        redis = self.exits.enter_context(provision_redis(self.workdir, provider="local"))
+        assert pg.pid is not None
+        assert redis.pid is not None
+        issuer = {"issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": ["RS256"]}
+        env = {
+            "AUTHZ_RUNTIME_CONFIG": str(self.render_dir / "authz" / "runtime.json"),
+            "AUTHZ_JWT_ISSUERS": json.dumps([{**issuer, "jwks_url": self.jwks_url}]),
+            "AUTHZ_POLICY_DIR": str(REPO / "policies"),
+            "AUTHZ_REDIS_URL": redis.url,
+            "AUTHZ_DATABASE_URL": pg.dsn,
         }
-        process = ManagedProcess(
-            f"authz {name}-{index}",
-            [sys.executable, "-m", "authz_service", "serve"],
-            log_path=home / f"{name}-{index}.log",
-            ready=lambda a=address: grpc_health.serving(a),  # type: ignore[misc]
-            env=worker_env,
-        )
-        process.start()
-        exits.callback(process.stop)
-        assert process.pid is not None
-        pids.append(process.pid)
-        endpoints.append(address)
-    return endpoints, pids
+        shared = {"redis": [redis.pid], "postgres": [pg.pid]}
+        serve = ("authz_service", "serve")
+        log = self.opts.access_log
+        if "authz-embedded" in wanted:
+            endpoints, pids = self.workers("embedded", env, serve)
+            self.stack.authz_pids["authz-embedded"] = pids
+            spec = self.front("authz-embedded", "ext_authz", endpoints, log)
+            title = "(2a) Envoy → authz_service, full pipeline, embedded policy engine (regopy)"
+            self.add("authz-embedded", title, spec, {"authz": pids, **shared})
+        if "authz-opa" in wanted:
+            opa = self.exits.enter_context(
+                provision_opa(self.workdir, REPO / "policies", provider="local")
+            )
+            assert opa.pid is not None
+            endpoints, pids = self.workers("opa", {**env, "AUTHZ_OPA_URL": opa.url}, serve)
+            self.stack.authz_pids["authz-opa"] = pids
+            spec = self.front("authz-opa", "ext_authz", endpoints, log)
+            title = "(2b) Envoy → authz_service, full pipeline, OPA server policy"
+            self.add("authz-opa", title, spec, {"authz": pids, "opa": [opa.pid], **shared})
 
-
-def _opa_envoy(
-    exits: contextlib.ExitStack, home: Path, issuer: BenchIssuer, runtime: Any
-) -> tuple[str, int]:
-    policy_dir = home / "opa-envoy-policy"
-    policy_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(BENCH / "opa_envoy" / "policy.rego", policy_dir / "policy.rego")
-    data = {
-        "bench": {
-            "issuer": ISSUER,
-            "audience": AUDIENCE,
-            "jwks_json": issuer.jwks_json,
-            "rbac": runtime["rbac"],
-        }
-    }
-    (policy_dir / "data.json").write_text(json.dumps(data))
-    path = home / "opa-envoy.sock"
-    address = f"unix:{path}"
-    process = ManagedProcess(
-        "opa-envoy",
-        [str(REPO / ".cache" / "bin" / "opa-envoy"), "-addr", address, "-policy", str(policy_dir)],
-        log_path=home / "opa-envoy.log",
-        ready=lambda: _accepts(path),
-    )
-    process.start()
-    exits.callback(process.stop)
-    assert process.pid is not None
-    return address, process.pid
-
-
-def _accepts(path: Path) -> bool:
-    """opa-envoy has no health service: ready once its socket accepts a connection."""
-    if not path.exists():
-        return False
-    with socket.socket(socket.AF_UNIX) as client:
-        try:
-            client.connect(str(path))
-        except OSError:
-            return False
-    return True
-
-
-def _front(
-    exits: contextlib.ExitStack,
-    home: Path,
-    spec: FrontSpec,
-    backend_port: int,
-    route: Any,
-    concurrency: int,
-) -> int:
-    config = render_front(
-        home / f"front-{spec.name}.yaml", spec, backend_port=backend_port, route=route
-    )
-    envoy = exits.enter_context(
-        provision_envoy(
-            home, config, name=f"front-{spec.name}", concurrency=concurrency, provider="local"
-        )
-    )
-    assert envoy.pid is not None
-    return envoy.pid
+    def build(self) -> None:
+        wanted = set(self.opts.configurations)
+        if "envoy" in wanted:
+            self.add(
+                "envoy", "(1) Envoy → backend, no authorization", self.front("envoy", "none"), {}
+            )
+        if wanted & {"authz-embedded", "authz-opa"}:
+            self.stack.info.update(
+                authz_workers=self.opts.authz_workers, authz_transport=self.opts.authz_transport
+            )
+            self.authz(wanted)
+        if "opa-envoy" in wanted:
+            address, pid = processes.opa_envoy(
+                self.exits, self.workdir, self.stack.issuer, self.runtime
+            )
+            title = "(3) Envoy → OPA-Envoy ext_authz (Rego: JWT RS256/JWKS + RBAC)"
+            spec = self.front("opa-envoy", "ext_authz", (address,))
+            self.add("opa-envoy", title, spec, {"opa-envoy": [pid]})
+        if "python-noop" in wanted:
+            endpoints, pids = self.workers("noop", {}, ("bench.noop_authz",))
+            title = "(0) Envoy → bare grpc.aio Check that always allows (calibration)"
+            spec = self.front("python-noop", "ext_authz", endpoints)
+            self.add("python-noop", title, spec, {"authz": pids})
+        if "native" in wanted:
+            title = "(4) Envoy jwt_authn + rbac filters, no ext_authz"
+            self.add("native", title, self.front("native", "native"), {})
+        order = {key: i for i, key in enumerate(self.opts.configurations)}
+        self.stack.configurations.sort(key=lambda c: order[c.key])
 
 
 @contextlib.contextmanager
@@ -197,132 +191,6 @@ def bench_stack(workdir: Path, opts: StackOptions) -> Iterator[Stack]:
     tokens_file = workdir / "tokens.txt"
     tokens_file.write_text("\n".join(tokens) + "\n")
     stack = Stack(workdir, issuer, tokens, tokens_file)
-    render_dir, runtime = _render(workdir)
-    route = route_facts(render_dir, runtime, ROUTE_ID)
-    route.update(issuer=ISSUER, audience=AUDIENCE, jwks_json=issuer.jwks_json)
-    wanted = set(opts.configurations)
     with contextlib.ExitStack() as exits:
-        backend_port = free_port()
-        backend_config = render_backend(
-            workdir / "backend.yaml",
-            port=backend_port,
-            admin_port=free_port(),
-            jwks_json=issuer.jwks_json,
-        )
-        backend = exits.enter_context(
-            provision_envoy(
-                workdir, backend_config, name="backend", concurrency=1, provider="local"
-            )
-        )
-        assert backend.pid is not None
-        base = {"backend": [backend.pid]}
-        jwks_url = f"http://127.0.0.1:{backend_port}/.well-known/jwks.json"
-        assert http_get(jwks_url)[0] == 200
-
-        def add(
-            key: str, title: str, spec: FrontSpec, extra: dict[str, list[int]], guarded: bool
-        ) -> None:
-            pid = _front(exits, workdir, spec, backend_port, route, opts.front_concurrency)
-            stack.configurations.append(
-                Configuration(
-                    key,
-                    title,
-                    f"http://127.0.0.1:{spec.port}{PATH}",
-                    {"envoy": [pid], **base, **extra},
-                    guarded,
-                )
-            )
-
-        if "envoy" in wanted:
-            add(
-                "envoy",
-                "(1) Envoy → backend, no authorization",
-                FrontSpec("envoy", "none", free_port(), free_port()),
-                {},
-                guarded=False,
-            )
-        authz_keys = wanted & {"authz-embedded", "authz-opa"}
-        if authz_keys:
-            pg = exits.enter_context(provision_postgres(workdir, provider="local"))
-            _migrate(pg.dsn, workdir)
-            redis = exits.enter_context(provision_redis(workdir, provider="local"))
-            assert pg.pid is not None
-            assert redis.pid is not None
-            issuers = [
-                {
-                    "issuer": ISSUER,
-                    "audiences": [AUDIENCE],
-                    "algorithms": ["RS256"],
-                    "jwks_url": jwks_url,
-                }
-            ]
-            env = {
-                "AUTHZ_RUNTIME_CONFIG": str(render_dir / "authz" / "runtime.json"),
-                "AUTHZ_JWT_ISSUERS": json.dumps(issuers),
-                "AUTHZ_POLICY_DIR": str(REPO / "policies"),
-                "AUTHZ_REDIS_URL": redis.url,
-                "AUTHZ_DATABASE_URL": pg.dsn,
-            }
-            shared = {"redis": [redis.pid], "postgres": [pg.pid]}
-            stack.info["authz_workers"] = opts.authz_workers
-            stack.info["authz_transport"] = opts.authz_transport
-            if "authz-embedded" in wanted:
-                endpoints, pids = _authz_workers(exits, "embedded", env, opts, workdir)
-                stack.authz_pids["authz-embedded"] = pids
-                add(
-                    "authz-embedded",
-                    "(2a) Envoy → authz_service, full pipeline, embedded policy engine (regopy)",
-                    FrontSpec(
-                        "authz-embedded",
-                        "ext_authz",
-                        free_port(),
-                        free_port(),
-                        tuple(endpoints),
-                        access_log_to_authz=True,
-                    ),
-                    {"authz": pids, **shared},
-                    guarded=True,
-                )
-            if "authz-opa" in wanted:
-                opa = exits.enter_context(
-                    provision_opa(workdir, REPO / "policies", provider="local")
-                )
-                assert opa.pid is not None
-                endpoints, pids = _authz_workers(
-                    exits, "opa", {**env, "AUTHZ_OPA_URL": opa.url}, opts, workdir
-                )
-                stack.authz_pids["authz-opa"] = pids
-                add(
-                    "authz-opa",
-                    "(2b) Envoy → authz_service, full pipeline, OPA server policy",
-                    FrontSpec(
-                        "authz-opa",
-                        "ext_authz",
-                        free_port(),
-                        free_port(),
-                        tuple(endpoints),
-                        access_log_to_authz=True,
-                    ),
-                    {"authz": pids, "opa": [opa.pid], **shared},
-                    guarded=True,
-                )
-        if "opa-envoy" in wanted:
-            address, pid = _opa_envoy(exits, workdir, issuer, runtime)
-            add(
-                "opa-envoy",
-                "(3) Envoy → OPA-Envoy ext_authz (Rego: JWT RS256/JWKS + RBAC)",
-                FrontSpec("opa-envoy", "ext_authz", free_port(), free_port(), (address,)),
-                {"opa-envoy": [pid]},
-                guarded=True,
-            )
-        if "native" in wanted:
-            add(
-                "native",
-                "(4) Envoy jwt_authn + rbac filters, no ext_authz",
-                FrontSpec("native", "native", free_port(), free_port()),
-                {},
-                guarded=True,
-            )
-        order = {key: i for i, key in enumerate(opts.configurations)}
-        stack.configurations.sort(key=lambda c: order[c.key])
+        _Builder(stack, opts, exits).build()
         yield stack

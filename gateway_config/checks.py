@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
-from gateway_config.models import GatewayConfig
+from authz_service.runtime_config import GatewayType
+from gateway_config.models import GatewayConfig, Route
+from gateway_config.policies import policy_package, rego_packages
 
 Problem = tuple[str, str]
 
 
-def find_problems(config: GatewayConfig) -> list[Problem]:
-    """Every cross-reference problem in document order; empty when the config is consistent."""
+def find_problems(config: GatewayConfig, policy_dir: Path) -> list[Problem]:
+    """Every cross-reference problem in document order; empty when the config is consistent.
+
+    A route's `policy` must name a Rego package defined under policy_dir.
+    """
     return [
         *_duplicate_ports(config),
         *_entry_point_links(config),
         *_rbac_permissions(config),
         *_route_references(config),
+        *_route_authorization(config, policy_dir),
     ]
+
+
+def _holders(config: GatewayConfig, gateway_type: GatewayType, permission: str) -> list[str]:
+    """The roles of a gateway type that grant a permission ("*" grants every one)."""
+    roles = config.rbac.get(gateway_type, {})
+    return [role for role, granted in roles.items() if "*" in granted or permission in granted]
+
+
+def _granted_anywhere(config: GatewayConfig, permission: str) -> bool:
+    return any(_holders(config, gateway_type, permission) for gateway_type in config.rbac)
 
 
 def _duplicate_ports(config: GatewayConfig) -> Iterator[Problem]:
@@ -69,6 +86,11 @@ def _rbac_permissions(config: GatewayConfig) -> Iterator[Problem]:
                         f"rbac.{gateway_type}.{role}[{index}]",
                         f"unknown permission {permission!r} (not in permissions)",
                     )
+    used = {route.permission for route in config.routes}
+    for index, permission in enumerate(config.permissions):
+        # a permission a route uses is reported on that route (see _route_authorization)
+        if permission not in used and not _granted_anywhere(config, permission):
+            yield f"permissions[{index}]", f"permission {permission!r} is granted to no role"
 
 
 def _route_references(config: GatewayConfig) -> Iterator[Problem]:
@@ -102,3 +124,36 @@ def _route_references(config: GatewayConfig) -> Iterator[Problem]:
         readiness = {e.readiness_path for e in config.entry_points.values()}
         if route.match.path in readiness:
             yield f"{where}.match.path", f"{route.match.path} is the gateway's readiness route"
+
+
+def _route_authorization(config: GatewayConfig, policy_dir: Path) -> Iterator[Problem]:
+    """Routes that no principal could pass: ungranted permission, missing policy package."""
+    packages: frozenset[str] | None = None
+    for index, route in enumerate(config.routes):
+        if route.public or route.permission not in config.permissions:
+            continue  # public: nothing to authorize; unknown permission: reported already
+        yield from _unreachable_entry_points(config, index, route)
+        if route.policy is not None:
+            packages = rego_packages(policy_dir) if packages is None else packages
+            package = policy_package(route.policy)
+            if package not in packages:
+                found = ", ".join(sorted(packages)) or "none"
+                yield (
+                    f"routes[{index}].policy",
+                    f"no Rego package {package!r} in {policy_dir} (defined: {found})",
+                )
+
+
+def _unreachable_entry_points(config: GatewayConfig, index: int, route: Route) -> Iterator[Problem]:
+    permission = route.permission or ""
+    if not _granted_anywhere(config, permission):
+        yield f"routes[{index}].permission", f"permission {permission!r} is granted to no role"
+        return
+    for position, entry_name in enumerate(route.entry_points):
+        entry = config.entry_points.get(entry_name)
+        if entry is not None and not _holders(config, entry.gateway_type, permission):
+            yield (
+                f"routes[{index}].entry_points[{position}]",
+                f"no {entry.gateway_type} role holds {permission!r}, so entry point "
+                f"{entry_name!r} can never authorize the route",
+            )

@@ -15,6 +15,7 @@ from authz_service.runtime_config import (
     CTX_PERMISSION,
     CTX_POLICY,
     CTX_ROUTE_ID,
+    CTX_SHADOW,
     IDENTITY_HEADERS,
 )
 from gateway_config.models import EntryPoint, GatewayConfig, HealthCheck, Route
@@ -91,7 +92,9 @@ def _envoy_match(route: Route) -> dict[str, Any]:
     return match
 
 
-def _context_extensions(entry: EntryPoint, route: Route, revision: str) -> dict[str, str]:
+def _context_extensions(
+    config: GatewayConfig, entry: EntryPoint, route: Route, revision: str
+) -> dict[str, str]:
     # The budget is charged once, by the hop that reaches the upstream (PLANT), not per hop.
     charges_budget = route.budget is not None and entry.via is None
     return {
@@ -103,6 +106,7 @@ def _context_extensions(entry: EntryPoint, route: Route, revision: str) -> dict[
         CTX_BUDGET_METRIC: route.budget.metric if route.budget and charges_budget else "",
         CTX_BUDGET_COST: str(route.budget.units) if route.budget and charges_budget else "0",
         CTX_CONFIG_REVISION: revision,
+        CTX_SHADOW: ",".join(config.shadow_stages(route)),
     }
 
 
@@ -184,7 +188,7 @@ def entry_point_view(
                 "timeout": _seconds(route.timeout_ms or config.limits.request_timeout_ms),
                 "public": route.public,
                 "max_request_bytes": route.max_request_bytes,
-                "context_extensions": _context_extensions(entry, route, revision),
+                "context_extensions": _context_extensions(config, entry, route, revision),
             }
             for route in routes
         ],

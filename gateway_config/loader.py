@@ -6,6 +6,7 @@ Every error is a ConfigError whose message is one line: `file: key.path: reason`
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ import yaml
 from pydantic import ValidationError
 
 from gateway_config.checks import find_problems
-from gateway_config.models import GatewayConfig
+from gateway_config.models import SHADOW_STAGES, GatewayConfig
+from gateway_config.policies import DEFAULT_POLICY_DIR
 
 # Top-level sections that may be given as the name of a YAML file, relative to the config.
 INCLUDABLE = ("rbac", "budgets")
@@ -96,6 +98,9 @@ def key_path(loc: Sequence[int | str]) -> str:
 
 def _reason(error: Mapping[str, Any]) -> str:
     kind = error["type"]
+    loc = error["loc"]
+    if kind == "extra_forbidden" and len(loc) >= 2 and loc[-2] == "shadow":
+        return f"unknown stage (the stages: {', '.join(SHADOW_STAGES)})"
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "missing":
@@ -115,10 +120,29 @@ def _resolve_includes(raw: dict[str, Any], config_path: Path) -> dict[str, Path]
     return included
 
 
+_ROUTE_KEY = re.compile(r"^routes\[(\d+)\]")
+
+
+def _naming_the_route(raw: Mapping[str, Any], key: str, reason: str) -> str:
+    """Prefix the reason with the route's id when the key is inside routes[N]."""
+    found = _ROUTE_KEY.match(key)
+    routes = raw.get("routes")
+    if found is None or not isinstance(routes, list) or int(found[1]) >= len(routes):
+        return reason
+    route = routes[int(found[1])]
+    route_id = route.get("id") if isinstance(route, dict) else None
+    return f"route {route_id!r}: {reason}" if isinstance(route_id, str) else reason
+
+
 def load_gateway_config(
-    config_path: Path, overrides: Mapping[str, Any] | None = None
+    config_path: Path,
+    overrides: Mapping[str, Any] | None = None,
+    policy_dir: Path | None = None,
 ) -> GatewayConfig:
-    """Read, merge `overrides` into, validate and cross-check the gateway config."""
+    """Read, merge `overrides` into, validate and cross-check the gateway config.
+
+    A route's `policy` must be a Rego package under policy_dir (default: the repo's policies/).
+    """
     raw = read_yaml(config_path)
     if not isinstance(raw, dict):
         raise ConfigError(config_path, "<root>", "the config must be a mapping")
@@ -135,9 +159,11 @@ def load_gateway_config(
         if isinstance(head, str) and head in included:
             file = included[head]
             loc = loc[1:]
-        raise ConfigError(file, key_path(loc), _reason(first)) from exc
-    problems = find_problems(config)
+        where = key_path(loc)
+        # only config_path has routes (includes are rbac/budgets), so a route is named there
+        raise ConfigError(file, where, _naming_the_route(raw, where, _reason(first))) from exc
+    problems = find_problems(config, policy_dir or DEFAULT_POLICY_DIR)
     if problems:
         where, reason = problems[0]
-        raise ConfigError(config_path, where, reason)
+        raise ConfigError(config_path, where, _naming_the_route(raw, where, reason))
     return config

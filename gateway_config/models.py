@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from authz_service.runtime_config import Budgets, GatewayType
+from authz_service.runtime_config import Budgets, GatewayType, ShadowStage
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
@@ -96,6 +96,28 @@ class RouteBudget(_Strict):
     units: int = Field(default=1, ge=1)
 
 
+StageMode = Literal["enforce", "shadow"]
+# The order stages run in, and so the order of every rendered shadow list.
+SHADOW_STAGES: tuple[ShadowStage, ...] = ("authenticate", "authorize", "policy", "budget")
+
+
+class ShadowModes(_Strict):
+    """Per-stage mode: `shadow` evaluates and records but never denies; unset: inherited."""
+
+    authenticate: StageMode | None = None
+    authorize: StageMode | None = None
+    policy: StageMode | None = None
+    budget: StageMode | None = None
+
+    def stages(self, inherited: tuple[ShadowStage, ...] = ()) -> tuple[ShadowStage, ...]:
+        """The stages in shadow mode, each unset stage keeping its mode from `inherited`."""
+        return tuple(
+            stage
+            for stage in SHADOW_STAGES
+            if (getattr(self, stage) or ("shadow" if stage in inherited else "enforce")) == "shadow"
+        )
+
+
 class Route(_Strict):
     id: Name
     match: Match
@@ -108,11 +130,16 @@ class Route(_Strict):
     timeout_ms: int | None = Field(default=None, ge=1)
     max_request_bytes: int | None = Field(default=None, ge=1)
     public: bool = False
+    # Overrides the global `shadow` section stage by stage; unset: the global modes apply.
+    shadow: ShadowModes | None = None
 
     @model_validator(mode="after")
     def _public_or_permission(self) -> Route:
-        if self.public and (self.permission or self.policy or self.budget or self.paid_only):
-            raise ValueError("a public route has no permission, policy, budget or paid_only")
+        checked = (self.permission, self.policy, self.budget, self.paid_only, self.shadow)
+        if self.public and any(checked):
+            raise ValueError(
+                "a public route has no permission, policy, budget, paid_only or shadow"
+            )
         if not self.public and self.permission is None:
             raise ValueError("a non-public route needs a permission (or public: true)")
         return self
@@ -131,3 +158,10 @@ class GatewayConfig(_Strict):
     rbac: Rbac
     budgets: Budgets = Field(default_factory=Budgets)
     routes: tuple[Route, ...] = Field(min_length=1)
+    # Stage modes for every route that does not override them; default: every stage enforces.
+    shadow: ShadowModes = Field(default_factory=ShadowModes)
+
+    def shadow_stages(self, route: Route) -> tuple[ShadowStage, ...]:
+        """The effective shadow stages of a route: its own modes over the global ones."""
+        default = self.shadow.stages()
+        return default if route.shadow is None else route.shadow.stages(default)

@@ -47,6 +47,8 @@ def _route_rule(config: GatewayConfig, route: Route) -> RouteRule:
         if route.budget
         else None,
         public=route.public,
+        # the effective list, so runtime.json reads the same as the route's context extension
+        shadow=None if route.shadow is None or route.public else config.shadow_stages(route),
     )
 
 
@@ -60,4 +62,5 @@ def to_runtime_config(config: GatewayConfig, revision: str) -> RuntimeConfig:
         rbac=rbac,
         routes={route.id: _route_rule(config, route) for route in config.routes},
         budgets=config.budgets,
+        shadow=config.shadow.stages(),
     )

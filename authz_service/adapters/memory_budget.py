@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from authz_service.ports import BudgetConsumption, BudgetWindow
+from authz_service.ports import BudgetConsumption, BudgetWindow, consumption_if
 
 
 class InProcessLedger:
@@ -33,6 +33,11 @@ class InProcessLedger:
             used[index] += cost
             self._counters[window.key] = (used[index], expires_at)
         return BudgetConsumption(allowed=True, used=tuple(used))
+
+    async def peek(self, windows: Sequence[BudgetWindow], cost: int) -> BudgetConsumption:
+        now = self._clock()
+        used = tuple(self._used(window.key, now) for window in windows)
+        return consumption_if(windows, used, cost)
 
     async def healthy(self) -> bool:
         return True

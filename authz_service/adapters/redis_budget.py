@@ -9,7 +9,7 @@ import redis.asyncio as redis_async
 from redis.exceptions import RedisError
 
 from authz_service.errors import DependencyUnavailableError
-from authz_service.ports import BudgetConsumption, BudgetWindow
+from authz_service.ports import BudgetConsumption, BudgetWindow, consumption_if
 
 # KEYS: one counter per window. ARGV[1]: cost; then limit_i, ttl_i per key.
 # Returns {1, used_1, ...} after consuming, or {0, exceeded_index (1-based), used_1, ...}.
@@ -67,6 +67,16 @@ class RedisBudgetStore:
         return BudgetConsumption(
             allowed=False, used=tuple(values[2:]), exceeded_index=values[1] - 1
         )
+
+    async def peek(self, windows: Sequence[BudgetWindow], cost: int) -> BudgetConsumption:
+        if not windows:
+            return BudgetConsumption(allowed=True, used=())
+        try:
+            async with asyncio.timeout(self._timeout):
+                reply = await self._client.mget([w.key for w in windows])
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise DependencyUnavailableError("redis", type(exc).__name__) from exc
+        return consumption_if(windows, [int(v or 0) for v in reply], cost)
 
     async def healthy(self) -> bool:
         try:

@@ -29,7 +29,9 @@ INDEXED_TEXT = (
     "request_id", "correlation_id", "causation_id", "gateway_type", "route_id",
     "denied_stage", "problem_type", "user_id", "customer_id",
 )  # fmt: skip
-PLAIN_TEXT = ("method", "path", "plan", "user_agent", "config_revision", "service_version")
+PLAIN_TEXT = (
+    "method", "path", "plan", "user_agent", "config_revision", "policy_revision", "service_version",
+)  # fmt: skip
 
 
 @dataclass(slots=True)

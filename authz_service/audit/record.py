@@ -37,6 +37,7 @@ class AuditRecord:
     user_agent: str | None = None
     authz_latency_ms: float | None = None
     config_revision: str | None = None
+    policy_revision: str | None = None  # sha256 of the policies that decided
     service_version: str | None = None
     shadow_denials: list[str] = field(default_factory=list)
 

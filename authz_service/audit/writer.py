@@ -92,6 +92,7 @@ class AuditWriter:
         self._conn: asyncpg.Connection | None = None
         self._retry_at = 0.0  # monotonic time before which PostgreSQL is not tried again
         self._held: list[Entry] = []  # fail_closed: entries neither PostgreSQL nor the spool took
+        self._in_hand: list[Entry] = []  # being delivered: stop() spools them if it cancels
         self._spool_full = False
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -165,8 +166,8 @@ class AuditWriter:
                 await asyncio.wait_for(tasks[0], grace)
             except TimeoutError:
                 log.exception("audit writer did not drain within %.1fs; spooling the rest", grace)
-        rest = self._held + self._entries(self._drain_queue())
-        self._held = []
+        rest = self._held + self._in_hand + self._entries(self._drain_queue())
+        self._held, self._in_hand = [], []
         if rest:
             await self._to_spool(rest)
         if self._held:
@@ -192,7 +193,8 @@ class AuditWriter:
                     await self._replay()
             except Exception:  # never let the writer die: its entries go to the spool
                 log.exception("audit writer: unexpected error; entries go to the spool")
-                await self._to_spool(entries)
+                rest, self._in_hand = self._in_hand or entries, []
+                await self._to_spool(rest)
 
     @staticmethod
     def _entries(items: list[Item]) -> list[Entry]:
@@ -234,9 +236,12 @@ class AuditWriter:
 
     async def _deliver(self, entries: list[Entry]) -> None:
         entries, self._held = self._held + entries, []
+        self._in_hand = entries  # a replayed duplicate is harmless; a lost entry is not
         if self._spool.empty and await self._write(entries):
+            self._in_hand = []
             return
         await self._to_spool(entries)  # behind the backlog, so replay keeps the order
+        self._in_hand = []
         await self._replay()
 
     async def _to_spool(self, entries: list[Entry]) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from authz_service.check_context import CheckContext
 from authz_service.errors import Denial, ErrorCode, Stage
+from authz_service.ports import Verifier
 from authz_service.principal import Principal
-from authz_service.tokens import TokenRejectedError, TokenVerifier
+from authz_service.tokens import TokenRejectedError
 
 
 async def authenticate(
-    check: CheckContext, verifier: TokenVerifier, max_token_bytes: int
+    check: CheckContext, verifier: Verifier, max_token_bytes: int
 ) -> Principal | Denial:
     header = check.headers.get("authorization", "")
     if not header:

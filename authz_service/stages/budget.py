@@ -42,6 +42,24 @@ def window_period(window: Window, now: float) -> tuple[str, float]:
     return moment.strftime("%Y-%m"), reset.timestamp()
 
 
+def budget_windows(
+    budgets: Budgets, plan: str, subject: str, metric: str, now: float
+) -> tuple[list[BudgetWindow], list[tuple[Window, float]]]:
+    """The limited windows of a subject's metric: counters, and (window name, reset time)."""
+    windows: list[BudgetWindow] = []
+    names: list[tuple[Window, float]] = []
+    for window in WINDOWS:
+        limit = budgets.limit(plan, subject, metric, window)
+        if limit is None:
+            continue
+        period, resets_at = window_period(window, now)
+        ttl = max(1, math.ceil(resets_at - now) + 60)
+        # the hash tag keeps a subject's counters in one Redis Cluster slot
+        windows.append(BudgetWindow(f"budget:{{{subject}}}:{metric}:{window}:{period}", limit, ttl))
+        names.append((window, resets_at))
+    return windows, names
+
+
 async def consume_budget(
     check: CheckContext,
     principal: Principal,
@@ -61,19 +79,8 @@ async def consume_budget(
         return Denial(
             ErrorCode.ROUTE_MISCONFIGURED, Stage.BUDGET, "the route's budget_cost is invalid"
         )
-    subject = principal.budget_subject
     now = clock()
-    windows: list[BudgetWindow] = []
-    names: list[tuple[Window, float]] = []
-    for window in WINDOWS:
-        limit = budgets.limit(principal.plan, subject, metric, window)
-        if limit is None:
-            continue
-        period, resets_at = window_period(window, now)
-        ttl = max(1, math.ceil(resets_at - now) + 60)
-        # the hash tag keeps a subject's counters in one Redis Cluster slot
-        windows.append(BudgetWindow(f"budget:{{{subject}}}:{metric}:{window}:{period}", limit, ttl))
-        names.append((window, resets_at))
+    windows, names = budget_windows(budgets, principal.plan, principal.budget_subject, metric, now)
     if not windows:
         return BudgetResult(metric, cost, remaining=None, used=None, limit=None)
     consumption = await store.consume(windows, cost)

@@ -21,20 +21,22 @@ class Allowance:
 
 async def decide(
     check: CheckContext,
-    principal: Principal,
+    principal: Principal | None,
     policy: PolicyDecision | None,
     budget: BudgetResult | None,
 ) -> Allowance:
+    """`principal` is None only when authentication runs in shadow mode and found nobody."""
     decision_id = uuid.uuid4().hex
-    headers: list[tuple[str, str]] = [
-        ("x-user-id", principal.user_id),
-        ("x-roles", ",".join(principal.roles)),
-        ("x-trial-mode", "true" if principal.trial_mode else "false"),
-        ("x-plan", principal.plan),
-        ("x-authz-decision-id", decision_id),
-    ]
-    if principal.customer_id is not None:
-        headers.append(("x-customer-id", principal.customer_id))
+    headers: list[tuple[str, str]] = [("x-authz-decision-id", decision_id)]
+    if principal is not None:
+        headers += [
+            ("x-user-id", principal.user_id),
+            ("x-roles", ",".join(principal.roles)),
+            ("x-trial-mode", "true" if principal.trial_mode else "false"),
+            ("x-plan", principal.plan),
+        ]
+        if principal.customer_id is not None:
+            headers.append(("x-customer-id", principal.customer_id))
     if check.correlation_id is not None:
         headers.append(("x-correlation-id", check.correlation_id))
     if budget is not None and budget.remaining is not None:
@@ -42,9 +44,9 @@ async def decide(
     metadata: dict[str, Any] = {
         "decision": "allow",
         "decision_id": decision_id,
-        "user_id": principal.user_id,
-        "customer_id": principal.customer_id or "",
-        "plan": principal.plan,
+        "user_id": principal.user_id if principal else "",
+        "customer_id": (principal.customer_id if principal else None) or "",
+        "plan": principal.plan if principal else "",
         "route_id": check.route_id,
         "gateway_type": check.gateway_type,
         "policy_reason": policy.reason if policy is not None else "",

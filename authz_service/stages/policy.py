@@ -45,14 +45,21 @@ class PolicyEvaluator:
         cache_size: int,
         headers: tuple[str, ...],
         clock: Callable[[], float] = time.time,
+        revision: str = "",
     ) -> None:
         self.engine = engine
+        self.revision = revision  # of the policies the engine runs; part of every cache key
         self._cache_seconds = cache_seconds
         self._headers = tuple(name.lower() for name in headers)
         self._clock = clock
         self._cache: ExpiringLRU[tuple[bool, str]] = ExpiringLRU(
             "policy", cache_size if cache_seconds > 0 else 0, clock
         )
+
+    def swap(self, engine: PolicyEngine, revision: str) -> PolicyEngine:
+        """Use a new engine and revision from the next evaluation on; returns the old engine."""
+        old, self.engine, self.revision = self.engine, engine, revision
+        return old
 
     def build_input(self, check: CheckContext, principal: Principal) -> dict[str, Any]:
         return {
@@ -70,7 +77,10 @@ class PolicyEvaluator:
     async def decide(
         self, path: str, input_doc: dict[str, Any], principal: Principal
     ) -> PolicyDecision:
-        key = path + "\0" + orjson.dumps(input_doc, option=orjson.OPT_SORT_KEYS).decode()
+        engine, revision = self.engine, self.revision  # one revision for the whole evaluation
+        key = "\0".join(
+            (revision, path, orjson.dumps(input_doc, option=orjson.OPT_SORT_KEYS).decode())
+        )
         hit = self._cache.get(key)
         if hit is not None:
             return PolicyDecision(path, hit[0], hit[1], cached=True)
@@ -80,7 +90,7 @@ class PolicyEvaluator:
             "now_ns": int(now * 1_000_000_000),
             "now": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
         }
-        allow, reason = _read_result(await self.engine.evaluate(path, timed))
+        allow, reason = _read_result(await engine.evaluate(path, timed))
         expires_at = now + self._cache_seconds
         if principal.trial_ends_at is not None and principal.trial_ends_at > now:
             # a cached "allow" must not outlive the trial it depends on

@@ -171,7 +171,7 @@ class GatewayStack:
     options: StackOptions
     config_path: Path
     out_dir: Path
-    ports: dict[str, int]  # plant, cp, pp, <name>_admin, backend, authz, metrics
+    ports: dict[str, int]  # plant, cp, pp, <name>_admin, backend, authz, metrics, admin
     revision: str = ""
     envoys: dict[str, EnvoyService] = field(default_factory=dict)
     processes: dict[str, ChildProcess] = field(default_factory=dict)
@@ -284,6 +284,7 @@ def _start_authz(stack: GatewayStack) -> None:
         "AUTHZ_DATABASE_URL": "",
         "AUTHZ_AUDIT_SPOOL_DIR": str(stack.spool_dir),
         "AUTHZ_METRICS_ADDRESS": f"127.0.0.1:{stack.ports['metrics']}",
+        "AUTHZ_ADMIN_ADDRESS": f"127.0.0.1:{stack.ports['admin']}",
         **stack.options.authz_env,
     }
     authz = ChildProcess.start(
@@ -333,7 +334,9 @@ def _stop_processes(stack: GatewayStack) -> None:
 
 @contextlib.contextmanager
 def gateway_stack_running(workdir: Path, options: StackOptions) -> Iterator[GatewayStack]:
-    names = [*ENTRY_POINTS, *(f"{n}_admin" for n in ENTRY_POINTS), "backend", "authz", "metrics"]
+    names = [
+        *ENTRY_POINTS, *(f"{n}_admin" for n in ENTRY_POINTS), "backend", "authz", "metrics", "admin"
+    ]  # fmt: skip
     stack = GatewayStack(
         workdir=workdir,
         options=options,

@@ -59,6 +59,10 @@ QUERIES = {
     "ix_gateway_audit_logs_gateway_created":
         "SELECT count(*) FROM gateway_audit_logs WHERE gateway_type = 'CP' "
         "AND created_at > now() - interval '1 hour'",
+    # "what would the shadowed stages have blocked in the last hour" (0006)
+    "ix_gateway_audit_logs_shadow_created":
+        "SELECT route_id, shadow_denials FROM gateway_audit_logs WHERE shadow_denials <> '{}' "
+        "AND created_at > now() - interval '1 hour' ORDER BY created_at DESC",
 }  # fmt: skip
 
 

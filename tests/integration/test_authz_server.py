@@ -69,6 +69,7 @@ async def running(
         redis_url=redis_service.url,
         audit_spool_dir=tmp_path / "spool",
         metrics_address="",
+        admin_address="",
         policy_cache_seconds=0,
         health_interval_seconds=0.2,
         shutdown_grace_seconds=2,

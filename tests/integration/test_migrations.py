@@ -39,7 +39,8 @@ def _assert_head_schema(conn: psycopg.Connection) -> None:
         "SELECT count(*) FROM pg_indexes WHERE tablename = %s AND indexname <> %s",
         (AUDIT_TABLE, "gateway_audit_logs_pkey"),
     ).fetchone()
-    assert indexes == (12,)  # the primary key (gateway_audit_logs_pkey) is not one of them
+    # 12 of 0003 and the shadow-denials index of 0006; the primary key is not one of them
+    assert indexes == (13,)
     rls = conn.execute(
         "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = %s",
         (AUDIT_TABLE,),

@@ -23,6 +23,7 @@ CONTEXT_KEYS = {
     "budget_metric",
     "budget_cost",
     "config_revision",
+    "shadow",
 }
 
 
@@ -148,6 +149,7 @@ def test_non_public_routes_carry_the_context_extensions(out: Path) -> None:
         assert extensions["route_id"] == "orders-list"
         assert extensions["permission"] == "orders:read"
         assert extensions["config_revision"] == revision
+        assert extensions["shadow"] == ""  # the example config enforces every stage
         reports = routes["reports"]["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
         assert reports["check_settings"]["context_extensions"]["policy"] == "gateway/authz"
         assert reports["check_settings"]["context_extensions"]["paid_only"] == "true"

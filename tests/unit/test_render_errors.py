@@ -67,11 +67,12 @@ def test_referenced_rbac_file_is_loaded(tmp_path: Path) -> None:
     start = text.index("rbac:")
     end = text.index("budgets:")
     config.write_text(text[:start] + "rbac: roles.yaml\n\n" + text[end:], encoding="utf-8")
+    # every entry point's type needs a role for each of its routes (else: can never authorize)
     (tmp_path / "roles.yaml").write_text(
-        "PLANT:\n  admin: ['*']\nCP:\n  viewer: [orders:read]\n", encoding="utf-8"
+        "PLANT:\n  admin: ['*']\nCP:\n  staff: ['*']\nPP:\n  admin: ['*']\n", encoding="utf-8"
     )
     loaded = load_gateway_config(config)
-    assert loaded.rbac[GatewayType.CP] == {"viewer": ("orders:read",)}
+    assert loaded.rbac[GatewayType.CP] == {"staff": ("*",)}
 
 
 def test_set_overrides_must_be_key_equals_value(

@@ -185,7 +185,7 @@ async def test_policy_fail_open_lets_the_request_through(
     )
     response = await _check(_service(pipeline, audit), _request(_token()))
     assert response.HasField("ok_response")
-    assert audit.records[0].shadow_denials == ["policy:opa"]
+    assert audit.records[0].shadow_denials == ["fail_open:policy:opa"]
 
 
 async def test_redis_down_fails_closed_unless_budget_fails_open(

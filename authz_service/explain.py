@@ -1,0 +1,204 @@
+"""Explain: run the pipeline on a hypothetical request with no side effects and trace each stage."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from authz_service.check_context import CheckContext
+from authz_service.errors import Denial, ErrorCode, Stage
+from authz_service.pipeline import CheckOutcome, Pipeline, StageStep
+from authz_service.ports import BudgetConsumption, BudgetStore, BudgetWindow
+from authz_service.principal import Principal
+from authz_service.route_match import context_extensions, match_route
+from authz_service.runtime_config import GatewayType, RuntimeConfig
+
+# the bearer value that stands for development-mode claims (never verified as a token)
+CLAIMS_TOKEN = "explain-dev-claims"
+
+
+class PeekingBudgetStore:
+    """A BudgetStore whose `consume` only peeks: Explain reports the budget, never spends it."""
+
+    def __init__(self, store: BudgetStore) -> None:
+        self._store = store
+
+    async def consume(self, windows: Sequence[BudgetWindow], cost: int) -> BudgetConsumption:
+        return await self._store.peek(windows, cost)
+
+    async def peek(self, windows: Sequence[BudgetWindow], cost: int) -> BudgetConsumption:
+        return await self._store.peek(windows, cost)
+
+    async def healthy(self) -> bool:
+        return await self._store.healthy()
+
+    async def close(self) -> None:
+        return None  # the wrapped store belongs to the service
+
+
+class FixedPrincipal:
+    """The verifier of an Explain with raw claims: every token is this principal."""
+
+    def __init__(self, principal: Principal) -> None:
+        self._principal = principal
+
+    async def verify(self, token: str) -> Principal:
+        return self._principal
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainInput:
+    gateway_type: str
+    method: str
+    path: str
+    token: str | None = None
+    principal: Principal | None = None  # from development-mode claims
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class StageReport:
+    stage: str
+    outcome: str
+    code: str = ""
+    detail: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Explanation:
+    route_id: str
+    allowed: bool
+    status: int
+    config_revision: str
+    policy_revision: str
+    stages: list[StageReport] = field(default_factory=list)
+
+
+class ExplainInputError(ValueError):
+    """The Explain request itself is invalid (unknown gateway type, no method or path)."""
+
+
+class Explainer:
+    def __init__(self, pipeline: Pipeline, *, timeout_seconds: float) -> None:
+        self._pipeline = pipeline
+        self._timeout = timeout_seconds
+
+    async def explain(self, request: ExplainInput) -> Explanation:
+        try:
+            gateway_type = GatewayType(request.gateway_type.upper())
+        except ValueError as exc:
+            raise ExplainInputError(f"gateway_type must be PLANT, CP or PP: {exc}") from exc
+        if not request.method or not request.path.startswith("/"):
+            raise ExplainInputError("method and an absolute path are required")
+        live = self._pipeline
+        config, policy_revision = live.config, live.policy.revision
+        found = match_route(config, gateway_type, request.method.upper(), request.path)
+        result = Explanation("", False, 404, config.revision, policy_revision)
+        if found is None:
+            result.stages.append(
+                StageReport("route", "deny", "route_not_found", "no route matches")
+            )
+            return result
+        result.route_id = found.route_id
+        if found.rule.public:
+            result.allowed, result.status = True, 200
+            result.stages.append(StageReport("route", "allow", "", "public route: no ext_authz"))
+            return result
+        check = self._check(request, context_extensions(config, found, gateway_type))
+        out = await self._run(self._hypothetical(request, config), check)
+        result.allowed = out.denial is None
+        result.status = 200 if out.denial is None else out.denial.status
+        result.stages = [_report(step, out, check, config, live) for step in out.steps]
+        return result
+
+    def _hypothetical(self, request: ExplainInput, config: RuntimeConfig) -> Pipeline:
+        live = self._pipeline
+        verifier = live.verifier if request.principal is None else FixedPrincipal(request.principal)
+        return Pipeline(
+            config,
+            verifier,
+            live.policy,
+            PeekingBudgetStore(live.budget_store),
+            max_token_bytes=live.max_token_bytes,
+            fail_open=live.fail_open,
+            observe=False,
+        )
+
+    @staticmethod
+    def _check(request: ExplainInput, context: dict[str, str]) -> CheckContext:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        token = CLAIMS_TOKEN if request.principal is not None else request.token
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        return CheckContext(
+            request_id=f"explain-{uuid.uuid4().hex}",
+            correlation_id=headers.get("x-correlation-id"),
+            causation_id=None,
+            method=request.method.upper(),
+            path=request.path,
+            headers=headers,
+            context=context,
+            received_at=time.time(),
+        )
+
+    async def _run(self, pipeline: Pipeline, check: CheckContext) -> CheckOutcome:
+        """As the servicer runs a check: within the timeout, an overrun is a 503."""
+        out = CheckOutcome()
+        try:
+            async with asyncio.timeout(self._timeout):
+                await pipeline.run(check, out)
+        except TimeoutError:
+            out.allowance = None
+            out.denial = Denial(
+                ErrorCode.DEPENDENCY_UNAVAILABLE, Stage.INTERNAL, "the check did not finish in time"
+            )
+            out.steps.append(StageStep(Stage.INTERNAL, "deny", out.denial))
+        return out
+
+
+def _report(
+    step: StageStep, out: CheckOutcome, check: CheckContext, config: RuntimeConfig, live: Pipeline
+) -> StageReport:
+    denial = step.denial
+    report = StageReport(
+        step.stage.value,
+        step.outcome,
+        denial.code.value if denial else "",
+        denial.detail if denial else "",
+    )
+    if denial is not None and denial.extensions:
+        report.data["denial"] = dict(denial.extensions)
+    principal = out.principal
+    if step.stage is Stage.AUTHENTICATE and principal is not None:
+        report.data["principal"] = principal.policy_input() | {"issuer": principal.issuer}
+    elif step.stage is Stage.AUTHORIZE and principal is not None:
+        held = _held(config, check.gateway_type, principal)
+        report.data |= {"permission_needed": check.permission, "permissions_held": held}
+    elif step.stage is Stage.POLICY and principal is not None and check.policy_path:
+        report.data["input"] = live.policy.build_input(check, principal)
+        if out.policy is not None:
+            report.data["result"] = {"allow": out.policy.allow, "reason": out.policy.reason}
+    elif step.stage is Stage.BUDGET and out.budget is not None:
+        budget = out.budget
+        report.data["budget"] = {
+            "metric": budget.metric,
+            "cost": budget.cost,
+            "used_after": budget.used,
+            "limit": budget.limit,
+            "remaining_after": budget.remaining,
+        }
+    elif step.stage is Stage.DECIDE and out.allowance is not None:
+        report.data["headers"] = dict(out.allowance.headers)
+    return report
+
+
+def _held(config: RuntimeConfig, gateway_type: str, principal: Principal) -> list[str]:
+    try:
+        return sorted(config.permissions_of(GatewayType(gateway_type), principal.roles))
+    except ValueError:
+        return []
