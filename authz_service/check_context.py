@@ -78,6 +78,16 @@ class CheckContext:
         return self.path.split("?", 1)[0]
 
 
+def client_address(forwarded_for: str, peer: str) -> str | None:
+    """The client address this hop can vouch for: the one Envoy itself appended.
+
+    Envoy runs with `use_remote_address`, so the last x-forwarded-for entry is the peer it
+    saw; earlier entries are whatever the client sent and must not reach the audit trail.
+    """
+    appended = forwarded_for.rsplit(",", 1)[-1].strip()
+    return appended or peer or None
+
+
 def context_from_check_request(request: Any) -> CheckContext:
     """Read an envoy.service.auth.v3.CheckRequest; Envoy lowercases header names."""
     attributes = request.attributes
@@ -94,5 +104,5 @@ def context_from_check_request(request: Any) -> CheckContext:
         path=http.path,
         headers=headers,
         context=dict(attributes.context_extensions),
-        client_ip=headers.get("x-forwarded-for", "").split(",")[0].strip() or address or None,
+        client_ip=client_address(headers.get("x-forwarded-for", ""), address),
     )

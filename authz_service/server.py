@@ -29,6 +29,8 @@ OVERALL = ""
 AUDIT_COMPONENT = "authz.audit"
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# How long trailing access-log entries may take to arrive once the last check has finished.
+_ACCESS_LOG_LINGER_SECONDS = 0.5
 
 
 def _register_access_log(server: grpc.aio.Server, sink: AuditWriter) -> str:
@@ -70,26 +72,15 @@ def _admin(settings: Settings, components: Components) -> grpc.aio.Server | None
     return admin_server(service, settings.admin_address)
 
 
-async def serve(settings: Settings, started: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT: then stop accepting, finish in-flight checks, flush the audit."""
-    components = build_components(settings)
-    writer = AuditWriter(
-        settings.database_url or None,
-        settings.audit_spool_dir,
-        batch_size=settings.audit_batch_size,
-        flush_interval=settings.audit_flush_interval_seconds,
-        queue_bound=settings.audit_queue_bound,
-        spool_max_bytes=settings.audit_spool_max_bytes,
-        full_spool_policy=settings.audit_full_spool_policy,
-        retention_interval=settings.audit_retention_interval_seconds,
-    )
+def _grpc_server(
+    settings: Settings, components: Components, writer: AuditWriter
+) -> tuple[grpc.aio.Server, AuthorizationService, health_aio.HealthServicer]:
+    """The data-plane server: Check, AccessLog, health and reflection on AUTHZ_GRPC_ADDRESS."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    add_AuthorizationServicer_to_server(
-        AuthorizationService(
-            components.pipeline, writer, timeout_seconds=settings.check_timeout_seconds
-        ),
-        server,
+    checks = AuthorizationService(
+        components.pipeline, writer, timeout_seconds=settings.check_timeout_seconds
     )
+    add_AuthorizationServicer_to_server(checks, server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = [
@@ -105,6 +96,37 @@ async def serve(settings: Settings, started: asyncio.Event | None = None) -> Non
         raise OSError(f"AUTHZ_GRPC_ADDRESS: cannot listen on {settings.grpc_address}") from exc
     if port == 0:
         raise OSError(f"AUTHZ_GRPC_ADDRESS: cannot listen on {settings.grpc_address}")
+    return server, checks, health
+
+
+async def _stop_grpc(server: grpc.aio.Server, checks: AuthorizationService, grace: float) -> None:
+    """Refuse new calls, let in-flight checks finish, then end the access-log streams.
+
+    Envoy keeps its access-log stream open for good, so waiting for every call to end would
+    always take the whole grace; instead stop once the checks are done and the last access-log
+    entries had a moment to arrive (a row whose entry never comes keeps its decision).
+    """
+    stopping = asyncio.create_task(server.stop(grace))
+    if await checks.wait_idle(grace):
+        await asyncio.sleep(min(grace, _ACCESS_LOG_LINGER_SECONDS))
+        await server.stop(0)
+    await stopping
+
+
+async def serve(settings: Settings, started: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT: then stop accepting, finish in-flight checks, flush the audit."""
+    components = build_components(settings)
+    writer = AuditWriter(
+        settings.database_url or None,
+        settings.audit_spool_dir,
+        batch_size=settings.audit_batch_size,
+        flush_interval=settings.audit_flush_interval_seconds,
+        queue_bound=settings.audit_queue_bound,
+        spool_max_bytes=settings.audit_spool_max_bytes,
+        full_spool_policy=settings.audit_full_spool_policy,
+        retention_interval=settings.audit_retention_interval_seconds,
+    )
+    server, checks, health = _grpc_server(settings, components, writer)
     admin = _admin(settings, components)
     await writer.start()
     await server.start()
@@ -136,7 +158,8 @@ async def serve(settings: Settings, started: asyncio.Event | None = None) -> Non
         await health.enter_graceful_shutdown()
         if admin is not None:
             await admin.stop(0)
-        await server.stop(settings.shutdown_grace_seconds)
+        await asyncio.sleep(settings.shutdown_drain_seconds)
+        await _stop_grpc(server, checks, settings.shutdown_grace_seconds)
         await writer.stop()
         await components.close()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -80,8 +80,30 @@ class AuthorizationService(AuthorizationServicer):  # type: ignore[misc]
         self._pipeline = pipeline
         self._audit = audit
         self._timeout = timeout_seconds
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def wait_idle(self, within: float) -> bool:
+        """Wait until no check is in flight (shutdown); False when `within` ran out first."""
+        try:
+            async with asyncio.timeout(within):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def Check(self, request: Any, context: Any) -> ext.CheckResponse:  # noqa: N802
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await self._check(request, context)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _check(self, request: Any, context: Any) -> ext.CheckResponse:
         started = time.perf_counter()
         check = context_from_check_request(request)
         correlation_id_var.set(check.correlation_id)

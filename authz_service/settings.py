@@ -125,6 +125,12 @@ class Settings(BaseSettings):
     )
     health_interval_seconds: float = Field(5.0, gt=0, description="Dependency probe interval.")
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="In-flight checks get this.")
+    shutdown_drain_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="After SIGTERM, keep answering this long while health reports NOT_SERVING "
+        "(lets health-checking peers move away before new checks are refused).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the JSON logs."
     )
