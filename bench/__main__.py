@@ -18,7 +18,7 @@ from bench.runner import SATURATION, Plan, memory_run, run_rounds, verify
 from bench.stack import REPO, StackOptions, bench_stack
 
 ALL = ("envoy", "authz-embedded", "authz-opa", "opa-envoy", "native", "python-noop")
-DEFAULT = ALL[:5]
+DEFAULT = ALL
 TOOLS = {
     "vegeta": "tools/build-vegeta.sh",
     "opa-envoy": "tools/build-opa-envoy.sh",

@@ -238,8 +238,8 @@ def plot(
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     rate_kinds = [k for k in kinds if k != SATURATION]
-    panels = 3 + (1 if trace is not None else 0)
-    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 5))
+    fig, grid = plt.subplots(2, 2, figsize=(14, 10))
+    axes = list(grid.flat)
     labels = [TITLES.get(k, k).split(" ", 1)[0] for k in configs]
     sat = [table.get((k, SATURATION)) for k in configs]
     axes[0].bar(
@@ -292,6 +292,8 @@ def plot(
         axes[3].set_title(f"authz RSS (MiB, all workers) at {trace.rate} req/s")
         axes[3].set_xlabel("seconds")
         axes[3].set_ylim(0, max(mib) * 1.2)
+    else:
+        axes[3].axis("off")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
