@@ -20,6 +20,20 @@ from authz_service.settings import IssuerConfig
 _KEY_TYPE_OF_ALG = {"HS": "oct", "RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 
 
+# pyjwt's refusals -> (stable code, a reason that leaks no key material); subclasses first,
+# since the first matching entry wins.
+_PYJWT_REASONS: tuple[tuple[type[Exception], ErrorCode, str], ...] = (
+    (jwt.ExpiredSignatureError, ErrorCode.TOKEN_EXPIRED, "token has expired"),
+    (jwt.ImmatureSignatureError, ErrorCode.TOKEN_NOT_YET_VALID, "token is not yet valid"),
+    (jwt.InvalidAudienceError, ErrorCode.AUDIENCE_MISMATCH, "token audience is not accepted"),
+    (jwt.InvalidIssuerError, ErrorCode.ISSUER_UNKNOWN, "token issuer is not trusted"),
+    (jwt.MissingRequiredClaimError, ErrorCode.TOKEN_INVALID, "a required claim is missing"),
+    (jwt.InvalidAlgorithmError, ErrorCode.ALGORITHM_NOT_ALLOWED, "algorithm is not allowed"),
+    (jwt.InvalidSignatureError, ErrorCode.TOKEN_INVALID, "signature verification failed"),
+)
+_PYJWT_REJECTIONS = tuple(kind for kind, _, _ in _PYJWT_REASONS)
+
+
 class TokenRejectedError(Exception):
     """The token is not acceptable; `detail` is safe to show the client (no key material)."""
 
@@ -100,32 +114,13 @@ class TokenVerifier:
                 leeway=self._leeway,
                 options={"require": ["exp", "sub", "iss", "aud"], "strict_aud": False},
             )
-        except jwt.ExpiredSignatureError as exc:
-            raise TokenRejectedError(ErrorCode.TOKEN_EXPIRED, "token has expired") from exc
-        except jwt.ImmatureSignatureError as exc:
-            raise TokenRejectedError(
-                ErrorCode.TOKEN_NOT_YET_VALID, "token is not yet valid"
-            ) from exc
-        except jwt.InvalidAudienceError as exc:
-            raise TokenRejectedError(
-                ErrorCode.AUDIENCE_MISMATCH, "token audience is not accepted"
-            ) from exc
-        except jwt.InvalidIssuerError as exc:
-            raise TokenRejectedError(
-                ErrorCode.ISSUER_UNKNOWN, "token issuer is not trusted"
-            ) from exc
-        except jwt.MissingRequiredClaimError as exc:
-            raise TokenRejectedError(
-                ErrorCode.TOKEN_INVALID, f"claim {exc.claim!r} is required"
-            ) from exc
-        except jwt.InvalidAlgorithmError as exc:
-            raise TokenRejectedError(
-                ErrorCode.ALGORITHM_NOT_ALLOWED, "algorithm is not allowed"
-            ) from exc
-        except jwt.InvalidSignatureError as exc:
-            raise TokenRejectedError(
-                ErrorCode.TOKEN_INVALID, "signature verification failed"
-            ) from exc
+        except _PYJWT_REJECTIONS as exc:
+            code, reason = next(
+                (code, reason) for kind, code, reason in _PYJWT_REASONS if isinstance(exc, kind)
+            )
+            if isinstance(exc, jwt.MissingRequiredClaimError):
+                reason = f"claim {exc.claim!r} is required"
+            raise TokenRejectedError(code, reason) from exc
         except (jwt.InvalidTokenError, jwt.InvalidKeyError, TypeError, ValueError) as exc:
             raise TokenRejectedError(ErrorCode.TOKEN_INVALID, "token is invalid") from exc
         return claims
