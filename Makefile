@@ -40,6 +40,12 @@ test: bootstrap ## run every test (unit, integration, e2e) against real services
 test-unit: bootstrap ## unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+test-integration: bootstrap ## integration tests only (real PostgreSQL, Redis, OPA, Envoy)
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test-e2e: bootstrap ## end-to-end tests only (through the real Envoy)
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
 lint: bootstrap ## ruff and mypy (strict)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
