@@ -13,7 +13,7 @@ UP_ARGS ?=
 .PHONY: help bootstrap up down test test-unit test-integration test-e2e lint render check protos migrate bench token demo clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / { printf "  %-18s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / { printf "  %-18s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 bootstrap: ## install system packages, the virtualenv and OPA (done by every target)
 	@tools/bootstrap.sh
