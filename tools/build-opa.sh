@@ -5,7 +5,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${OPA_CACHE_DIR:-$here/.cache/bin}/opa
 stamp=$out.version
-want=$(grep -oE 'open-policy-agent/opa v[0-9][^ ]*' "$here/tools/opa/go.mod" | head -n 1 | cut -d' ' -f2)
+want=$(grep -m 1 -oE 'open-policy-agent/opa v[0-9][^ ]*' "$here/tools/opa/go.mod" | cut -d' ' -f2)
 if [[ -x $out && -f $stamp && $(<"$stamp") == "$want" ]]; then
 	exit 0
 fi
@@ -15,4 +15,6 @@ mkdir -p "$(dirname "$out")"
 (cd "$here/tools/opa" && CGO_ENABLED=0 go build -trimpath -o "$out.tmp" .)
 mv "$out.tmp" "$out"
 printf '%s\n' "$want" >"$stamp"
-"$out" version | head -n 1 >&2
+# No pipe into head here: under pipefail an early-closing reader fails the script (SIGPIPE).
+version=$("$out" version)
+printf '%s\n' "${version%%$'\n'*}" >&2

@@ -5,7 +5,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${OPA_CACHE_DIR:-$here/.cache/bin}/vegeta
 stamp=$out.version
-want=$(grep -oE 'tsenart/vegeta/v12 v[0-9][^ ]*' "$here/tools/vegeta/go.mod" | head -n 1 | cut -d' ' -f2)
+want=$(grep -m 1 -oE 'tsenart/vegeta/v12 v[0-9][^ ]*' "$here/tools/vegeta/go.mod" | cut -d' ' -f2)
 if [[ -x $out && -f $stamp && $(<"$stamp") == "$want" ]]; then
 	exit 0
 fi
