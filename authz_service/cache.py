@@ -15,20 +15,21 @@ class ExpiringLRU(Generic[V]):
     """Entries live until their own deadline (on `clock`) and the oldest go when full."""
 
     def __init__(self, name: str, max_size: int, clock: Callable[[], float]) -> None:
-        self._name = name
         self._max_size = max_size
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, V]] = OrderedDict()
+        self._hits = metrics.CACHE_LOOKUPS.labels(name, "hit")
+        self._misses = metrics.CACHE_LOOKUPS.labels(name, "miss")
 
     def get(self, key: str) -> V | None:
         entry = self._entries.get(key)
         if entry is not None:
             if entry[0] > self._clock():
                 self._entries.move_to_end(key)
-                metrics.CACHE_LOOKUPS.labels(self._name, "hit").inc()
+                self._hits.inc()
                 return entry[1]
             del self._entries[key]
-        metrics.CACHE_LOOKUPS.labels(self._name, "miss").inc()
+        self._misses.inc()
         return None
 
     def put(self, key: str, value: V, expires_at: float) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram, start_http_server
 
+from authz_service.errors import Stage
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 CHECKS = Counter(
@@ -36,6 +38,11 @@ SHADOW_DENIALS = Counter(
     ["stage", "code"],
 )
 AUDIT_SUBMIT_ERRORS = Counter("authz_audit_submit_errors_total", "Audit records the sink refused.")
+
+# Children bound once: `labels()` costs a lock and a tuple lookup on every call, which the
+# request path would otherwise pay six times per check.
+STAGE_LATENCY_OF = {stage: STAGE_LATENCY.labels(stage.value) for stage in Stage}
+CHECKS_ALLOWED = CHECKS.labels(Stage.DECIDE.value, "allow", "ok")
 
 
 def start_metrics_server(address: str) -> None:

@@ -132,7 +132,7 @@ class Pipeline:
         self, check: CheckContext, out: CheckOutcome, principal: Principal | None
     ) -> CheckOutcome:
         allowance = await self._stage(
-            Stage.DECIDE, decide(check, principal, out.policy, out.budget), out, frozenset()
+            Stage.DECIDE, decide(check, principal, out.budget), out, frozenset()
         )
         out.allowance = allowance if isinstance(allowance, Allowance) else None
         return out
@@ -180,7 +180,7 @@ class Pipeline:
             result = self._unavailable(stage, exc, out, fail_open=fail_open)
         finally:
             if self._observe:
-                metrics.STAGE_LATENCY.labels(stage.value).observe(time.perf_counter() - started)
+                metrics.STAGE_LATENCY_OF[stage].observe(time.perf_counter() - started)
         if not isinstance(result, Denial):
             skipped = result is None and stage in {Stage.POLICY, Stage.BUDGET}
             outcome = "fail_open" if result is _PASSED else "skip" if skipped else "allow"

@@ -66,7 +66,6 @@ class Reloader:
         policy_dir: Path,
         *,
         embedded: bool,
-        timeout_seconds: float,
         retire_after_seconds: float,
         engine_factory: Callable[[Path], PolicyEngine] | None = None,
     ) -> None:
@@ -75,9 +74,7 @@ class Reloader:
         self._policy_dir = policy_dir
         self._embedded = embedded
         self._retire_after = retire_after_seconds
-        self._factory = engine_factory or (
-            lambda d: RegopyEngine(d, timeout_seconds=timeout_seconds)
-        )
+        self._factory = engine_factory or RegopyEngine
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 
@@ -145,6 +146,9 @@ async def serve(settings: Settings, started: asyncio.Event | None = None) -> Non
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     _reload_on_sighup(loop, components)
+    # Everything built so far lives as long as the process: moved out of the collector's
+    # reach, a full collection no longer walks it (a 10-30 ms pause in the p99.9 otherwise).
+    gc.freeze()
     if started is not None:
         started.set()
     try:

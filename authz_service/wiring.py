@@ -87,7 +87,7 @@ def build_components(settings: Settings) -> Components:
             pool_size=settings.opa_pool_size,
         )
     else:
-        engine = RegopyEngine(settings.policy_dir, timeout_seconds=settings.opa_timeout_seconds)
+        engine = RegopyEngine(settings.policy_dir)
     store: BudgetStore
     if settings.redis_url:
         store = RedisBudgetStore(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds)
@@ -119,7 +119,6 @@ def build_components(settings: Settings) -> Components:
         settings.runtime_config,
         settings.policy_dir,
         embedded=not settings.opa_url,
-        timeout_seconds=settings.opa_timeout_seconds,
         retire_after_seconds=settings.check_timeout_seconds + 5,
     )
 

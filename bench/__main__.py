@@ -41,6 +41,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--no-access-log", action="store_true", help="(2) without Envoy's access-log stream"
     )
+    p.add_argument(
+        "--authz-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for the (2) workers, e.g. AUTHZ_REDIS_URL= (repeatable; for ablations)",
+    )
     p.add_argument("--front-concurrency", type=int, default=2, help="front Envoy workers")
     p.add_argument("--profile", type=float, default=0, help="py-spy seconds on one worker")
     p.add_argument("--profile-native", action="store_true", help="py-spy --native (C frames)")
@@ -57,6 +64,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
             if flag not in given:
                 setattr(args, flag.removeprefix("--").replace("-", "_"), value)
     return args
+
+
+def _setting(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.startswith("AUTHZ_"):
+        raise SystemExit(f"bench: --authz-env wants AUTHZ_KEY=VALUE, got {item!r}")
+    return key, value
 
 
 def _prepare_tools() -> None:
@@ -120,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         args.authz_transport,
         args.front_concurrency,
         access_log=not args.no_access_log,
+        authz_env=tuple(_setting(item) for item in args.authz_env),
     )
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     shutil.rmtree(args.workdir, ignore_errors=True)
@@ -158,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             "front_concurrency": args.front_concurrency,
             "tokens": 50,
             "access_log_to_authz": not args.no_access_log,
+            "authz_env": dict(opts.authz_env),
         },
         "versions": {
             "envoy": _version(["envoy", "--version"]),

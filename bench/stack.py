@@ -53,6 +53,7 @@ class StackOptions:
     authz_transport: str  # "uds" | "tcp"
     front_concurrency: int
     access_log: bool = True  # Envoy streams access logs to the authz service (audit completion)
+    authz_env: tuple[tuple[str, str], ...] = ()  # extra AUTHZ_* settings for (2a)/(2b) workers
 
 
 class _Builder:
@@ -132,6 +133,7 @@ class _Builder:
             "AUTHZ_POLICY_DIR": str(REPO / "policies"),
             "AUTHZ_REDIS_URL": redis.url,
             "AUTHZ_DATABASE_URL": pg.dsn,
+            **dict(self.opts.authz_env),
         }
         shared = {"redis": [redis.pid], "postgres": [pg.pid]}
         serve = ("authz_service", "serve")

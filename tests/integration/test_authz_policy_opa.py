@@ -30,7 +30,7 @@ async def opa(opa_service: OpaService) -> AsyncIterator[OpaHttpEngine]:
 
 @pytest.fixture
 async def regopy() -> AsyncIterator[RegopyEngine]:
-    engine = RegopyEngine(POLICY_DIR, timeout_seconds=2)
+    engine = RegopyEngine(POLICY_DIR)
     yield engine
     await engine.close()
 

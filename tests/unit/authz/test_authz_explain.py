@@ -60,7 +60,7 @@ def test_first_route_of_the_gateway_type_and_method_wins() -> None:
 
 @pytest.fixture(scope="module")
 def engine() -> RegopyEngine:
-    return RegopyEngine(POLICY_DIR, timeout_seconds=2.0)
+    return RegopyEngine(POLICY_DIR)
 
 
 def _parts(engine: RegopyEngine, verifier: TokenVerifier) -> tuple[Pipeline, InProcessLedger]:

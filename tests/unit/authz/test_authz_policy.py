@@ -100,7 +100,7 @@ async def test_cached_allow_never_outlives_the_trial() -> None:
 
 
 async def test_embedded_engine_decides_with_the_repository_policies() -> None:
-    engine = RegopyEngine(POLICY_DIR, timeout_seconds=2)
+    engine = RegopyEngine(POLICY_DIR)
     try:
         evaluator = _evaluator(engine)
         now = time.time()
@@ -126,8 +126,8 @@ def test_embedded_engine_names_a_broken_policy(tmp_path: object) -> None:
     directory = Path(str(tmp_path))
     (directory / "bad.rego").write_text("package bad\nallow if { input.x ==\n")
     with pytest.raises(PolicyLoadError, match=r"bad\.rego"):
-        RegopyEngine(directory, timeout_seconds=1)
+        RegopyEngine(directory)
     empty = directory / "empty"
     empty.mkdir()
     with pytest.raises(PolicyLoadError, match=r"no \.rego"):
-        RegopyEngine(empty, timeout_seconds=1)
+        RegopyEngine(empty)
