@@ -107,3 +107,29 @@ class BudgetStore(Protocol):
     async def healthy(self) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetReservation:
+    """A block reserved in every window (`block` > 0), or the refusal of the first full one."""
+
+    block: int  # 0 when refused
+    used: tuple[int, ...]  # per window: usage before the reservation (after any give-back)
+    exceeded_index: int | None = None
+
+
+class LeasableBudgetStore(BudgetStore, Protocol):
+    async def reserve(
+        self, windows: Sequence[BudgetWindow], cost: int, *, most: int, divisor: int, give_back: int
+    ) -> BudgetReservation:
+        """Atomically: give back `give_back` unused units of the caller's previous block of these
+        windows (never below zero), then, if every window has room for `cost`, reserve
+        max(cost, min(most, room // divisor)) units, never more than the room, in all of them.
+
+        Raises DependencyUnavailableError when the store cannot answer in time.
+        """
+        ...
+
+    async def release(self, blocks: Sequence[tuple[Sequence[str], int]]) -> None:
+        """Give back unused units: (counter keys of one block, units), never below zero."""
+        ...

@@ -92,6 +92,16 @@ class Settings(BaseSettings):
     redis_url: str = Field("", description="Redis URL; empty uses an in-process ledger (dev only).")
     redis_timeout_seconds: float = Field(0.25, gt=0, description="Timeout of one budget call.")
     budget_fail_open: bool = Field(False, description="Allow when Redis is down (default: 503).")
+    budget_lease_max_units: int = Field(
+        100,
+        ge=0,
+        description="Budget units a worker reserves in Redis at once and spends locally (0: a "
+        "Redis call per request). Never an overspend; see docs/ARCHITECTURE.md.",
+    )
+    # below the 60 s a counter outlives its window, so a give-back lands before it expires
+    budget_lease_seconds: float = Field(
+        1.0, gt=0, le=30, description="A lease's unused units go back to Redis after this age."
+    )
     check_timeout_seconds: float = Field(
         1.0, gt=0, description="A check never runs longer (then 503)."
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from authz_service.adapters.budget_lease import leased
 from authz_service.adapters.jwks import JwksKeySource
 from authz_service.adapters.memory_budget import InProcessLedger
 from authz_service.adapters.opa_http import OpaHttpEngine
@@ -90,7 +91,11 @@ def build_components(settings: Settings) -> Components:
         engine = RegopyEngine(settings.policy_dir)
     store: BudgetStore
     if settings.redis_url:
-        store = RedisBudgetStore(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds)
+        store = leased(
+            RedisBudgetStore(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds),
+            max_units=settings.budget_lease_max_units,
+            seconds=settings.budget_lease_seconds,
+        )
     else:
         log.warning(
             "AUTHZ_REDIS_URL is empty: budgets use an in-process ledger (one instance only)"

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from authz_service.check_context import CheckContext
 from authz_service.errors import Denial, ErrorCode, Stage
@@ -19,7 +20,11 @@ WINDOWS: tuple[Window, ...] = ("day", "month")
 
 @dataclass(frozen=True, slots=True)
 class BudgetResult:
-    """What was consumed; `remaining`, `used` and `limit` describe the tightest window."""
+    """What was consumed; `remaining`, `used` and `limit` describe the tightest window.
+
+    With budget leases `used` is as of this worker's last lease plus its own consumption since
+    (docs/ARCHITECTURE.md, "Budget guarantee").
+    """
 
     metric: str
     cost: int
@@ -28,18 +33,35 @@ class BudgetResult:
     limit: int | None
 
 
+class _Period(NamedTuple):
+    starts_at: float
+    resets_at: float
+    period: str
+
+
+# window -> its current period: the calendar is worked out once per period, not per request
+_periods: dict[Window, _Period] = {}
+
+
+def _period_at(window: Window, now: float) -> _Period:
+    moment = datetime.fromtimestamp(now, UTC)
+    start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if window == "day":
+        return _Period(start.timestamp(), start.timestamp() + 86_400, start.strftime("%Y-%m-%d"))
+    start = start.replace(day=1)
+    if start.month == 12:
+        reset = start.replace(year=start.year + 1, month=1)
+    else:
+        reset = start.replace(month=start.month + 1)
+    return _Period(start.timestamp(), reset.timestamp(), start.strftime("%Y-%m"))
+
+
 def window_period(window: Window, now: float) -> tuple[str, float]:
     """The period id of a window at `now` and the unix time it resets (UTC calendar)."""
-    moment = datetime.fromtimestamp(now, UTC)
-    if window == "day":
-        start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-        return start.strftime("%Y-%m-%d"), start.timestamp() + 86_400
-    if moment.month == 12:
-        reset = moment.replace(year=moment.year + 1, month=1, day=1)
-    else:
-        reset = moment.replace(month=moment.month + 1, day=1)
-    reset = reset.replace(hour=0, minute=0, second=0, microsecond=0)
-    return moment.strftime("%Y-%m"), reset.timestamp()
+    cached = _periods.get(window)
+    if cached is None or not cached.starts_at <= now < cached.resets_at:
+        cached = _periods[window] = _period_at(window, now)
+    return cached.period, cached.resets_at
 
 
 def budget_windows(

@@ -30,6 +30,29 @@ def test_windows_reset_at_utc_calendar_boundaries() -> None:
     assert window_period("month", mid) == ("2025-03", datetime(2025, 4, 1, tzinfo=UTC).timestamp())
 
 
+def test_cached_periods_turn_over_exactly_at_midnight_and_month_end() -> None:
+    def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, sec: int = 0) -> float:
+        return datetime(year, month, day, hour, minute, sec, tzinfo=UTC).timestamp()
+
+    midnight = at(2026, 1, 1)
+    # forwards across the year's last second, then backwards (a stepped clock)
+    for now, day, month in [
+        (at(2025, 12, 30, 12), "2025-12-30", "2025-12"),
+        (midnight - 0.000_001, "2025-12-31", "2025-12"),
+        (midnight, "2026-01-01", "2026-01"),
+        (midnight + 86_400 - 0.5, "2026-01-01", "2026-01"),
+        (midnight + 86_400, "2026-01-02", "2026-01"),
+        (at(2026, 1, 31, 23, 59, 59), "2026-01-31", "2026-01"),
+        (at(2026, 2, 1), "2026-02-01", "2026-02"),
+        (at(2024, 2, 29, 23), "2024-02-29", "2024-02"),
+        (midnight - 1, "2025-12-31", "2025-12"),
+    ]:
+        assert window_period("day", now)[0] == day, now
+        assert window_period("month", now)[0] == month, now
+    assert window_period("day", midnight - 1)[1] == midnight
+    assert window_period("month", at(2024, 2, 29, 23))[1] == at(2024, 3, 1)
+
+
 async def test_trial_day_limit_then_402(runtime_config: RuntimeConfig) -> None:
     ledger = InProcessLedger()
     principal = _principal("trial")
