@@ -27,7 +27,11 @@ from prometheus_client import Counter
 from authz_service.adapters.regopy_engine import PolicyLoadError, RegopyEngine
 from authz_service.pipeline import Pipeline
 from authz_service.ports import PolicyEngine
-from authz_service.runtime_config import RuntimeConfigError, load_runtime_config
+from authz_service.runtime_config import (
+    RuntimeConfigError,
+    check_policy_headers,
+    load_runtime_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,7 @@ class Reloader:
         async with self._lock:
             try:
                 config = await asyncio.to_thread(load_runtime_config, self._runtime_config)
+                check_policy_headers(self._runtime_config, config, self._pipeline.policy.headers)
                 revision = await asyncio.to_thread(policy_revision, self._policy_dir)
                 engine = await asyncio.to_thread(self._factory, self._policy_dir)
             except (RuntimeConfigError, PolicyLoadError, OSError) as exc:

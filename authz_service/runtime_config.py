@@ -22,6 +22,18 @@ IDENTITY_HEADERS: tuple[str, ...] = (
     "x-authz-decision-id",
 )
 
+# Request headers the service reads from every CheckRequest (check_context.py, the authenticate
+# stage, the audit row). Envoy's ext_authz filter sends these plus the policy headers and
+# nothing else (`allowed_headers`): a client's big request costs Envoy and Python no more.
+CHECK_REQUEST_HEADERS: tuple[str, ...] = (
+    "authorization",
+    "x-request-id",
+    "x-correlation-id",
+    "x-causation-id",
+    "x-forwarded-for",
+    "user-agent",
+)
+
 # Context-extension keys Envoy sends with every check (see docs/ARCHITECTURE.md).
 CTX_GATEWAY_TYPE = "gateway_type"
 CTX_ROUTE_ID = "route_id"
@@ -97,6 +109,14 @@ class RuntimeConfig(_Strict):
     budgets: Budgets = Field(default_factory=Budgets)
     # Stages in shadow mode on every route unless the route sets its own list.
     shadow: tuple[ShadowStage, ...] = ()
+    # The headers Envoy sends in a CheckRequest (None: every header, as without a filter list).
+    sent_headers: tuple[str, ...] | None = None
+
+    def unsent_headers(self, wanted: tuple[str, ...]) -> list[str]:
+        """Those of `wanted` that Envoy never sends: a policy would always see them missing."""
+        if self.sent_headers is None:
+            return []
+        return [name for name in wanted if name.lower() not in self.sent_headers]
 
     def permissions_of(self, gateway_type: GatewayType, roles: tuple[str, ...]) -> frozenset[str]:
         table = self.rbac.get(gateway_type, {})
@@ -115,6 +135,17 @@ class RuntimeConfig(_Strict):
 
 class RuntimeConfigError(ValueError):
     """The runtime config file is missing or invalid; the message names the file and key."""
+
+
+def check_policy_headers(path: Path, config: RuntimeConfig, wanted: tuple[str, ...]) -> None:
+    """Refuse a config whose Envoy would never send a header the policy input is built from."""
+    unsent = config.unsent_headers(wanted)
+    if unsent:
+        raise RuntimeConfigError(
+            f"{path}: sent_headers: Envoy does not send {', '.join(unsent)}, which "
+            "AUTHZ_POLICY_HEADERS passes to the policy: add them to authz.policy_headers in the "
+            "gateway config and render again"
+        )
 
 
 def load_runtime_config(path: Path) -> RuntimeConfig:

@@ -18,7 +18,7 @@ from authz_service.adapters.static_keys import StaticKeySource
 from authz_service.pipeline import FailOpen, Pipeline
 from authz_service.ports import BudgetStore, KeySource, PolicyEngine
 from authz_service.reload import Reloader, policy_revision
-from authz_service.runtime_config import load_runtime_config
+from authz_service.runtime_config import check_policy_headers, load_runtime_config
 from authz_service.settings import IssuerConfig, Settings
 from authz_service.stages.policy import PolicyEvaluator
 from authz_service.tokens import TokenVerifier, TrustedIssuer
@@ -73,6 +73,7 @@ def _key_source(
 def build_components(settings: Settings) -> Components:
     """Must run inside the event loop (the HTTP session and Redis pool belong to it)."""
     config = load_runtime_config(settings.runtime_config)
+    check_policy_headers(settings.runtime_config, config, settings.policy_headers)
     session = aiohttp.ClientSession() if any(i.jwks_url for i in settings.jwt_issuers) else None
     issuers = {
         i.issuer: TrustedIssuer(i, _key_source(i, settings, session)) for i in settings.jwt_issuers

@@ -82,4 +82,9 @@ def route_facts(render_dir: Path, runtime: dict[str, Any], route_id: str) -> dic
     permission = context["permission"]
     table = runtime["rbac"][context["gateway_type"]]
     roles = sorted(r for r, grants in table.items() if "*" in grants or permission in grants)
-    return {"context_extensions": context, "permission": permission, "roles": roles}
+    return {
+        "context_extensions": context,
+        "permission": permission,
+        "roles": roles,
+        "sent_headers": runtime["sent_headers"],  # the ext_authz `allowed_headers` render wrote
+    }

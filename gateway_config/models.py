@@ -5,9 +5,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from authz_service.runtime_config import Budgets, GatewayType, ShadowStage
+from authz_service.runtime_config import (
+    CHECK_REQUEST_HEADERS,
+    Budgets,
+    GatewayType,
+    ShadowStage,
+)
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
@@ -53,11 +58,30 @@ class Upstream(_Strict):
     health_check: HealthCheck | None = Field(default_factory=HealthCheck)
 
 
+_HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+def _header_name(name: str) -> str:
+    if not _HEADER_NAME.match(name):
+        raise ValueError(f"{name!r} is not a lowercase header name (Envoy matches them exactly)")
+    return name
+
+
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+
+
 class Authz(_Strict):
     host: str = Field(min_length=1)
     port: Port
     timeout_ms: int = Field(default=250, ge=1, le=60_000)
     connect_timeout_ms: int = Field(default=500, ge=1)
+    # Envoy sends the service only the headers it reads: these must cover AUTHZ_POLICY_HEADERS
+    # (same default), or the policy sees them missing. Lowercase, as Envoy matches them.
+    policy_headers: tuple[HeaderName, ...] = ("user-agent", "content-type", "x-forwarded-for")
+
+    def check_request_headers(self) -> tuple[str, ...]:
+        """What Envoy sends the service: the headers it reads, then the policy's."""
+        return tuple(dict.fromkeys(CHECK_REQUEST_HEADERS + self.policy_headers))
 
 
 class Limits(_Strict):

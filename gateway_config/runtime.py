@@ -63,4 +63,5 @@ def to_runtime_config(config: GatewayConfig, revision: str) -> RuntimeConfig:
         routes={route.id: _route_rule(config, route) for route in config.routes},
         budgets=config.budgets,
         shadow=config.shadow.stages(),
+        sent_headers=config.authz.check_request_headers(),
     )

@@ -50,7 +50,7 @@ class PolicyEvaluator:
         self.engine = engine
         self.revision = revision  # of the policies the engine runs; part of every cache key
         self._cache_seconds = cache_seconds
-        self._headers = tuple(name.lower() for name in headers)
+        self.headers = tuple(name.lower() for name in headers)  # copied into the policy input
         self._clock = clock
         self._cache: ExpiringLRU[tuple[bool, str]] = ExpiringLRU(
             "policy", cache_size if cache_seconds > 0 else 0, clock
@@ -70,7 +70,7 @@ class PolicyEvaluator:
                 "route_id": check.route_id,
                 "gateway_type": check.gateway_type,
                 "paid_only": check.paid_only,
-                "headers": {k: check.headers[k] for k in self._headers if k in check.headers},
+                "headers": {k: check.headers[k] for k in self.headers if k in check.headers},
             },
         }
 

@@ -229,9 +229,43 @@ def test_access_logs_go_to_stdout_and_to_the_authz_service(out: Path) -> None:
     grpc_log = logs["envoy.access_loggers.http_grpc"]
     assert grpc_log["common_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == "authz"
     assert grpc_log["common_config"]["log_name"] == "CP"
-    assert {"x-request-id", "x-correlation-id", "x-causation-id"} <= set(
-        grpc_log["additional_request_headers_to_log"]
+    # only the audit row's join key: every extra header is CPU in Envoy and the service per entry
+    assert grpc_log["additional_request_headers_to_log"] == ["x-request-id"]
+    assert "additional_response_headers_to_log" not in grpc_log
+    # entries batched beyond the 16 KiB default; the interval keeps audit completion prompt
+    assert grpc_log["common_config"]["buffer_size_bytes"] > 16384
+    assert grpc_log["common_config"]["buffer_flush_interval"] == "0.5s"
+
+
+def _allowed_headers(out: Path, entry: str) -> list[str]:
+    ext_authz = _filter(out, entry, "envoy.filters.http.ext_authz")
+    return [pattern["exact"] for pattern in ext_authz["allowed_headers"]["patterns"]]
+
+
+@pytest.mark.parametrize("entry", ["plant", "cp", "pp"])
+def test_ext_authz_sends_only_the_headers_the_service_reads(out: Path, entry: str) -> None:
+    allowed = _allowed_headers(out, entry)
+    read_by_service = {"authorization", "x-request-id", "x-correlation-id", "x-causation-id"}
+    assert read_by_service | {"user-agent", "x-forwarded-for", "content-type"} == set(allowed)
+    assert len(allowed) == len(set(allowed))
+
+
+def test_ext_authz_also_sends_the_configured_policy_headers(tmp_path: Path) -> None:
+    code = render.main(
+        [
+            "--config",
+            str(EXAMPLE),
+            "--out",
+            str(tmp_path),
+            "--set",
+            "authz.policy_headers=[x-tenant]",
+        ]
     )
+    assert code == 0
+    allowed = _allowed_headers(tmp_path, "plant")
+    assert "x-tenant" in allowed
+    assert "content-type" not in allowed  # the default policy headers were replaced
+    assert {"authorization", "x-request-id", "user-agent"} <= set(allowed)
 
 
 def test_set_overrides_ports(tmp_path: Path) -> None:
@@ -263,3 +297,13 @@ def test_hops_reach_plant_by_its_host_name_in_compose(tmp_path: Path) -> None:
     assert cluster["type"] == "STRICT_DNS"
     endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     assert endpoint["address"]["socket_address"]["address"] == "plant"
+
+
+def test_runtime_config_lists_the_headers_envoy_sends(tmp_path: Path) -> None:
+    overrides = {"authz": {"policy_headers": ["x-tenant"]}}
+    render.render_all(EXAMPLE, tmp_path, overrides=overrides)
+    runtime = load_runtime_config(tmp_path / "authz" / "runtime.json")
+    for entry in ("plant", "cp", "pp"):
+        assert list(runtime.sent_headers or ()) == _allowed_headers(tmp_path, entry)
+    assert runtime.unsent_headers(("x-tenant", "X-Request-Id")) == []
+    assert runtime.unsent_headers(("content-type",)) == ["content-type"]

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 
+import render
 from authz_service.__main__ import main
 from authz_service.settings import SettingsLoadError, load_settings
 
+EXAMPLE = Path(__file__).resolve().parents[3] / "config" / "gateway.yaml"
 HS = {"issuer": "https://i", "audiences": ["a"], "algorithms": ["HS256"], "hs256_secret": "x" * 32}
 
 
@@ -84,3 +87,27 @@ def test_serve_fails_fast_on_bad_settings(
     monkeypatch.delenv("AUTHZ_JWT_ISSUERS", raising=False)
     assert main(["serve"]) == 2
     assert "AUTHZ_JWT_ISSUERS" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("policy_headers", "refused"), [('["x-tenant"]', True), ("[]", False)])
+def test_serve_refuses_policy_headers_envoy_never_sends(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    policy_headers: str,
+    refused: bool,
+) -> None:
+    assert render.main(["--config", str(EXAMPLE), "--out", str(tmp_path)]) == 0
+    _issuers(monkeypatch, HS)
+    monkeypatch.setenv("AUTHZ_RUNTIME_CONFIG", str(tmp_path / "authz" / "runtime.json"))
+    monkeypatch.setenv("AUTHZ_POLICY_HEADERS", policy_headers)
+    monkeypatch.setenv("AUTHZ_AUDIT_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("AUTHZ_GRPC_ADDRESS", "127.0.0.1:not-a-port")  # stops a run that starts
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    if refused:
+        assert "Envoy does not send x-tenant" in err
+        assert "AUTHZ_POLICY_HEADERS" in err
+        assert "authz.policy_headers" in err
+    else:
+        assert "Envoy does not send" not in err
