@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import grpc
 from envoy.data.accesslog.v3 import accesslog_pb2
@@ -15,15 +15,31 @@ from authz_service.ports import AuditSink
 
 log = logging.getLogger(__name__)
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-def _flags(flags: accesslog_pb2.ResponseFlags) -> str | None:
+
+def _flags(common: accesslog_pb2.AccessLogCommon) -> str | None:
     """The set response flags by name (e.g. "upstream_connection_failure"), comma-separated."""
-    names = [f.name for f, value in flags.ListFields() if value is True]
+    if not common.HasField("response_flags"):  # most entries: nothing to list
+        return None
+    names = [f.name for f, value in common.response_flags.ListFields() if value is True]
     return ",".join(names) or None
 
 
-def _ms(duration: object) -> float:
-    return float(duration.ToNanoseconds()) / 1e6  # type: ignore[attr-defined]
+def _duration_ms(common: accesslog_pb2.AccessLogCommon) -> float | None:
+    # seconds and nanos read directly: Duration.ToNanoseconds() is Python code in protobuf
+    for name in ("duration", "time_to_last_downstream_tx_byte"):
+        if common.HasField(name):
+            value = getattr(common, name)
+            return float(value.seconds * 1e3 + value.nanos / 1e6)
+    return None
+
+
+def _started_at(common: accesslog_pb2.AccessLogCommon) -> datetime | None:
+    if not common.HasField("start_time"):
+        return None
+    start = common.start_time  # exact to the microsecond, unlike a float of seconds
+    return EPOCH + timedelta(seconds=start.seconds, microseconds=start.nanos // 1000)
 
 
 def completion_of(entry: accesslog_pb2.HTTPAccessLogEntry) -> AccessLogCompletion | None:
@@ -32,23 +48,16 @@ def completion_of(entry: accesslog_pb2.HTTPAccessLogEntry) -> AccessLogCompletio
     request_id = request.request_id or request.request_headers.get("x-request-id", "")
     if not request_id:
         return None
-    common = entry.common_properties
-    duration = None
-    if common.HasField("duration"):
-        duration = _ms(common.duration)
-    elif common.HasField("time_to_last_downstream_tx_byte"):
-        duration = _ms(common.time_to_last_downstream_tx_byte)
-    started = common.start_time.ToDatetime(tzinfo=UTC) if common.HasField("start_time") else None
-    response = entry.response
+    common, response = entry.common_properties, entry.response
     return AccessLogCompletion(
         request_id=request_id,
         status_code=response.response_code.value,
-        total_duration_ms=duration,
+        total_duration_ms=_duration_ms(common),
         request_bytes=request.request_headers_bytes + request.request_body_bytes,
         response_bytes=response.response_headers_bytes + response.response_body_bytes,
         upstream_cluster=common.upstream_cluster or None,
-        response_flags=_flags(common.response_flags),
-        started_at=started,
+        response_flags=_flags(common),
+        started_at=_started_at(common),
         completed_at=datetime.now(UTC),
     )
 

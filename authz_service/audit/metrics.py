@@ -19,3 +19,7 @@ CLEANED = Counter(
 )
 SPOOL_BYTES = Gauge("authz_audit_spool_bytes", "Bytes waiting in the audit spool")
 QUEUE_DEPTH = Gauge("authz_audit_queue_depth", "Audit entries waiting in memory")
+MERGED = Counter(
+    "authz_audit_completions_merged",
+    "Access-log completions written in their decision's INSERT: no second write",
+)

@@ -42,7 +42,7 @@ class AuditRecord:
     shadow_denials: list[str] = field(default_factory=list)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)  # not frozen: its __init__ would pay object.__setattr__ per field
 class AccessLogCompletion:
     """What Envoy finally answered for a request, joined to its audit row by request id."""
 

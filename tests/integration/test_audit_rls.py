@@ -93,19 +93,27 @@ def test_writer_inserts_and_nothing_else(postgres: PostgresService, audit_db: st
                 '"completed_at": "2025-01-01T00:00:00Z"}]',
             ),
         )
+        conn.execute(  # 0007's batch function: a completion leaves the decision's columns be
+            "SELECT gateway_audit_record_rows(%s::json)",
+            (
+                '[{"request_id": "w-1", "status_code": 403, "response_bytes": 9, '
+                '"completed_at": "2025-01-01T00:00:02Z"}]',
+            ),
+        )
         conn.commit()
         # nor can the writer use the retention function to delete recent rows
         with pytest.raises(psycopg.errors.InvalidParameterValue):
             conn.execute("SELECT gateway_audit_delete_expired(0)")
     with psycopg.connect(audit_db) as conn:
         row = conn.execute(
-            "SELECT count(*), max(decision), max(status_code) FROM gateway_audit_logs "
-            "WHERE request_id = 'w-1'"
+            "SELECT count(*), max(decision), max(status_code), max(response_bytes) "
+            "FROM gateway_audit_logs WHERE request_id = 'w-1'"
         ).fetchone()
-    assert row == (1, "deny", 403)
+    assert row == (1, "deny", 403, 9)
 
 
 def test_readers_cannot_call_the_writer_functions(postgres: PostgresService, audit_db: str) -> None:
     for role in ("gateway_audit_admin", "gateway_audit_user", "gateway_audit_customer_admin"):
         _refused(login_as(postgres, audit_db, role), "SELECT gateway_audit_record_decisions('[]')")
+        _refused(login_as(postgres, audit_db, role), "SELECT gateway_audit_record_rows('[]')")
         _refused(login_as(postgres, audit_db, role), "SELECT gateway_audit_delete_expired(90)")

@@ -57,6 +57,13 @@ def _assert_head_schema(conn: psycopg.Connection) -> None:
     ).fetchone()
     assert settings is not None
     assert {"app.user_id=", "app.customer_id="} <= set(settings[0])
+    # 0007: the writer's one-statement batch function, executable by the writer role only
+    grants = conn.execute(
+        "SELECT has_function_privilege('gateway_audit_writer', p.oid, 'EXECUTE'), "
+        "has_function_privilege('gateway_audit_admin', p.oid, 'EXECUTE'), p.prosecdef "
+        "FROM pg_proc p WHERE p.oid = 'gateway_audit_record_rows(json)'::regprocedure"
+    ).fetchone()
+    assert grants == (True, False, True)
 
 
 def _assert_base_schema(conn: psycopg.Connection) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2
 
-from authz_service.audit.accesslog import AccessLogService
+from authz_service.audit.accesslog import AccessLogService, completion_of
 from authz_service.audit.record import AccessLogCompletion, AuditRecord
 
 
@@ -70,3 +71,18 @@ async def test_entries_complete_rows_by_request_id(caplog: pytest.LogCaptureFixt
     assert first.started_at is not None
     assert first.started_at.timestamp() == 1_700_000_000
     assert "without request id" in caplog.records[0].getMessage()
+
+
+def test_durations_times_and_flags_are_read_exactly() -> None:
+    entry = _entry("req-3")
+    entry.common_properties.ClearField("duration")  # Envoy leaves it unset on some paths
+    entry.common_properties.time_to_last_downstream_tx_byte.FromNanoseconds(1_234_567_891)
+    entry.common_properties.start_time.FromNanoseconds(1_700_000_000_123_456_789)
+    entry.common_properties.ClearField("response_flags")
+    completion = completion_of(entry)
+    assert completion is not None
+    assert completion.total_duration_ms == pytest.approx(1234.567891)
+    assert completion.started_at == datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=UTC)
+    assert completion.response_flags is None
+    entry.common_properties.ClearField("time_to_last_downstream_tx_byte")
+    assert completion_of(entry).total_duration_ms is None  # type: ignore[union-attr]

@@ -76,3 +76,40 @@ def test_completion_row() -> None:
     assert row["status_code"] == 503
     assert row["created_at"] == started.isoformat()
     assert row["completed_at"] is not None
+
+
+def _nested(depth: int) -> object:
+    value: object = "leaf"
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ({"p": {"allow": True, "reason": "", "n": 2**63 - 1}}, None),  # already clean: kept
+        ({"n": 2**64}, {"n": str(2**64)}),  # beyond bigint: text
+        ({1: "a"}, {"1": "a"}),  # JSON keys are text
+        ({"f": float("inf"), "t": (1, 2)}, {"f": None, "t": [1, 2]}),
+        ({"s": "é\udcff"}, {"s": "é\ufffd"}),
+        ({"s": "x" * 70_000}, {"s": "x" * 65536}),
+        (_nested(70), "cut"),
+    ],
+)  # fmt: skip
+def test_opa_decisions_are_copied_only_when_something_needs_cleaning(
+    given: object, stored: object
+) -> None:
+    row = decision_row(_record(opa_decisions=given))
+    if stored is None:
+        assert row["opa_decisions"] is given  # the fast path: no copy, same value
+    elif stored == "cut":
+        assert row["opa_decisions"] != given
+        orjson.dumps(row)
+    else:
+        assert row["opa_decisions"] == stored
+
+
+def test_texts_of_other_types_are_converted_by_the_slow_path() -> None:
+    row = decision_row(_record(user_id=42, roles=["admin", 7], path="/ok"))
+    assert (row["user_id"], row["roles"], row["path"]) == ("42", ["admin", "7"], "/ok")
