@@ -163,8 +163,13 @@ def service_by_kind(records: list[RunRecord]) -> dict[str, dict[str, Any]]:
     for key, services in grouped.items():
         stages = {s for service in services for s in service["mean_ms"]}
         caches = {c for service in services for c in service["cache_hit_ratio"]}
+        bounds = {b for service in services for b in service.get("slower_share", {})}
         out[key] = {
             "checks": sum(s["checks"] for s in services),
+            "slower_share": {
+                b: statistics.median(x.get("slower_share", {}).get(b, 0.0) for x in services)
+                for b in sorted(bounds)
+            },
             "mean_ms": {
                 s: statistics.median(x["mean_ms"].get(s, 0.0) for x in services) for s in stages
             },

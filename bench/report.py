@@ -210,14 +210,19 @@ def markdown(
         lines += [
             "## Inside the authz service (its own Prometheus figures, median over rounds)",
             "",
-            "| configuration, load | checks | mean ms: whole check, then per stage | cache hits |",
-            "| --- | ---: | --- | --- |",
+            "| configuration, load | checks | mean ms: whole check, then per stage | cache hits "
+            "| checks over 1 / 2.5 ms |",
+            "| --- | ---: | --- | --- | ---: |",
         ]
         for key, figures in service.items():
             means = sorted(figures["mean_ms"].items(), key=lambda kv: _STAGE_ORDER.get(kv[0], 9))
             stages = ", ".join(f"{k} {v:.3f}" for k, v in means)
             hits = ", ".join(f"{k} {v:.3f}" for k, v in figures["cache_hit_ratio"].items())
-            lines.append(f"| {key} | {figures['checks']:.0f} | {stages} | {hits} |")
+            slow = figures.get("slower_share", {})
+            over = " / ".join(
+                f"{100 * slow[b]:.2f}%" for b in ("over_1ms", "over_2.5ms") if b in slow
+            )
+            lines.append(f"| {key} | {figures['checks']:.0f} | {stages} | {hits} | {over} |")
         lines.append("")
     if meta.get("profile"):
         lines += [f"Profile of one authz worker at saturation: `{meta['profile']}`.", ""]

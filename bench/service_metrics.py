@@ -8,7 +8,10 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-Totals = dict[str, float]  # "sum:<stage>", "count:<stage>", "lookup:<cache>:<result>"
+# "sum:<stage>", "count:<stage>", "lookup:<cache>:<result>", "le:<seconds>" (whole checks)
+Totals = dict[str, float]
+# Whole checks longer than these (seconds) inside the service: is a tail the pipeline's or not?
+SLOW_BOUNDS = ("0.001", "0.0025")
 
 
 def _scrape(url: str) -> str:
@@ -26,6 +29,10 @@ def totals(urls: list[str]) -> Totals:
                 name, labels, value = sample.name, sample.labels, sample.value
                 if name == "authz_cache_lookups_total":
                     out[f"lookup:{labels.get('cache', '?')}:{labels.get('result', '?')}"] += value
+                    continue
+                if name == "authz_check_duration_seconds_bucket":
+                    if labels.get("le") in SLOW_BOUNDS:
+                        out[f"le:{labels['le']}"] += value
                     continue
                 if name.startswith("authz_check_duration_seconds_"):
                     key = "check"
@@ -57,8 +64,15 @@ def summarize(before: Totals, after: Totals) -> dict[str, Any]:
         cache: round(r.get("hit", 0.0) / max(1.0, sum(r.values())), 4)
         for cache, r in lookups.items()
     }
+    checks = delta.get("count:check", 0.0)
+    slower = {
+        f"over_{float(bound) * 1000:g}ms": round(1 - delta.get(f"le:{bound}", 0.0) / checks, 5)
+        for bound in SLOW_BOUNDS
+        if checks > 0
+    }
     return {
-        "checks": delta.get("count:check", 0.0),
+        "checks": checks,
+        "slower_share": slower,  # share of checks that took longer inside the service
         "mean_ms": mean_ms,
         "cache_hit_ratio": hit_ratio,
     }

@@ -40,6 +40,11 @@ def hold_for_completion(items: list[Item]) -> tuple[list[Item], list[Item]]:
     return now, held
 
 
+# Rows encoded between two yields to the event loop: a batch of hundreds encoded in one go
+# blocked the loop for 1-2 ms every flush, which showed as the checks' p99 at a fixed rate.
+ENCODE_SLICE = 32
+
+
 def entry_of(item: Item) -> Entry:
     if isinstance(item, AuditRecord):
         return ("decision", decision_row(item))
@@ -152,7 +157,7 @@ class AuditWriter:
                 await asyncio.wait_for(tasks[0], grace)
             except TimeoutError:
                 log.exception("audit writer did not drain within %.1fs; spooling the rest", grace)
-        rest = self._held + self._in_hand + self._entries(self._waiting + self._queue.take())
+        rest = self._held + self._in_hand + await self._entries(self._waiting + self._queue.take())
         self._held, self._in_hand, self._waiting = [], [], []
         if rest:
             await self._to_spool(rest)
@@ -163,7 +168,7 @@ class AuditWriter:
 
     async def _run(self) -> None:
         while not (self._closing and not self._queue and not self._waiting):
-            entries = self._entries(await self._next_items())
+            entries = await self._entries(await self._next_items())
             try:
                 if entries or self._held:
                     await self._deliver(entries)
@@ -188,9 +193,11 @@ class AuditWriter:
         return items + now
 
     @staticmethod
-    def _entries(items: list[Item]) -> list[Entry]:
+    async def _entries(items: list[Item]) -> list[Entry]:
         entries: list[Entry] = []
-        for item in items:
+        for index, item in enumerate(items):
+            if index and not index % ENCODE_SLICE:
+                await asyncio.sleep(0)  # let checks run between slices of the batch
             try:
                 entries.append(entry_of(item))
             except Exception:
