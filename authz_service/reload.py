@@ -71,7 +71,7 @@ class Reloader:
         *,
         embedded: bool,
         retire_after_seconds: float,
-        engine_factory: Callable[[Path], PolicyEngine] | None = None,
+        engine_factory: Callable[[Path, tuple[str, ...]], PolicyEngine] | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._runtime_config = runtime_config
@@ -93,7 +93,9 @@ class Reloader:
                 config = await asyncio.to_thread(load_runtime_config, self._runtime_config)
                 check_policy_headers(self._runtime_config, config, self._pipeline.policy.headers)
                 revision = await asyncio.to_thread(policy_revision, self._policy_dir)
-                engine = await asyncio.to_thread(self._factory, self._policy_dir)
+                engine = await asyncio.to_thread(
+                    self._factory, self._policy_dir, config.policy_paths()
+                )
             except (RuntimeConfigError, PolicyLoadError, OSError) as exc:
                 RELOADS.labels("rejected").inc()
                 log.error("reload rejected; the running revision stays", extra={"error": str(exc)})  # noqa: TRY400

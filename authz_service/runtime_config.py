@@ -112,6 +112,10 @@ class RuntimeConfig(_Strict):
     # The headers Envoy sends in a CheckRequest (None: every header, as without a filter list).
     sent_headers: tuple[str, ...] | None = None
 
+    def policy_paths(self) -> tuple[str, ...]:
+        """The policy paths the routes ask for (compiled ahead by the embedded engine)."""
+        return tuple(sorted({r.policy.strip("/") for r in self.routes.values() if r.policy}))
+
     def unsent_headers(self, wanted: tuple[str, ...]) -> list[str]:
         """Those of `wanted` that Envoy never sends: a policy would always see them missing."""
         if self.sent_headers is None:

@@ -89,7 +89,7 @@ def build_components(settings: Settings) -> Components:
             pool_size=settings.opa_pool_size,
         )
     else:
-        engine = RegopyEngine(settings.policy_dir)
+        engine = RegopyEngine(settings.policy_dir, config.policy_paths())
     store: BudgetStore
     if settings.redis_url:
         store = leased(

@@ -120,6 +120,43 @@ async def test_embedded_engine_decides_with_the_repository_policies() -> None:
     assert missing is None
 
 
+async def test_embedded_engine_compiles_the_routes_policies_before_the_first_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = RegopyEngine(POLICY_DIR, ["/gateway/authz"])
+
+    def no_build(*_: object) -> None:
+        raise AssertionError("a policy was compiled on the request path")
+
+    monkeypatch.setattr(engine._interpreter, "build", no_build)
+    try:
+        result = await engine.evaluate("gateway/authz", _principal_input())
+    finally:
+        await engine.close()
+    assert result is not None
+    assert result["allow"] is True
+
+
+def _principal_input() -> dict[str, object]:
+    principal = {
+        "user_id": "u",
+        "customer_id": "c",
+        "roles": ["customer"],
+        "plan": "pro",
+        "trial_mode": False,
+        "trial_ends_at": None,
+    }
+    request = {
+        "method": "GET",
+        "path": "/api/v1/orders",
+        "route_id": "orders-list",
+        "gateway_type": "PLANT",
+        "paid_only": False,
+        "headers": {},
+    }
+    return {"principal": principal, "request": request, "time": {"now_ns": 0, "now": ""}}
+
+
 def test_embedded_engine_names_a_broken_policy(tmp_path: object) -> None:
     from pathlib import Path  # noqa: PLC0415
 
