@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 import redis.asyncio as redis_async
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from authz_service.errors import DependencyUnavailableError
@@ -108,16 +109,22 @@ class RedisBudgetStore:
         self._reserve = self._client.register_script(RESERVE)
         self._release = self._client.register_script(RELEASE)
 
-    async def consume(self, windows: Sequence[BudgetWindow], cost: int) -> BudgetConsumption:
-        args: list[int] = [cost]
+    async def _run(
+        self, script: AsyncScript, windows: Sequence[BudgetWindow], head: list[int]
+    ) -> list[int]:
+        """Run a window script: ARGV is `head`, then limit and TTL per window; ints back."""
+        args = list(head)
         for window in windows:
             args += [window.limit, window.ttl_seconds]
         try:
             async with asyncio.timeout(self._timeout):
-                reply = await self._script(keys=[w.key for w in windows], args=args)
+                reply = await script(keys=[w.key for w in windows], args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             raise DependencyUnavailableError("redis", type(exc).__name__) from exc
-        values = [int(v) for v in reply]
+        return [int(v) for v in reply]
+
+    async def consume(self, windows: Sequence[BudgetWindow], cost: int) -> BudgetConsumption:
+        values = await self._run(self._script, windows, [cost])
         if values[0] == 1:
             return BudgetConsumption(allowed=True, used=tuple(values[1:]))
         return BudgetConsumption(
@@ -127,15 +134,7 @@ class RedisBudgetStore:
     async def reserve(
         self, windows: Sequence[BudgetWindow], cost: int, *, most: int, divisor: int, give_back: int
     ) -> BudgetReservation:
-        args: list[int] = [cost, most, divisor, give_back]
-        for window in windows:
-            args += [window.limit, window.ttl_seconds]
-        try:
-            async with asyncio.timeout(self._timeout):
-                reply = await self._reserve(keys=[w.key for w in windows], args=args)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise DependencyUnavailableError("redis", type(exc).__name__) from exc
-        values = [int(v) for v in reply]
+        values = await self._run(self._reserve, windows, [cost, most, divisor, give_back])
         if values[0] > 0:
             return BudgetReservation(block=values[0], used=tuple(values[1:]))
         return BudgetReservation(block=0, used=tuple(values[2:]), exceeded_index=values[1] - 1)
