@@ -52,8 +52,7 @@ class Cleaner:
         CLEANED.labels(field=column).inc()
 
     def text(self, column: str, value: str | None, limit: int = TEXT_MAX) -> str | None:
-        # nearly every value is short ASCII without NUL: isascii() is O(1), so is len()
-        if type(value) is str and value.isascii() and len(value) <= limit and "\x00" not in value:
+        if type(value) is str and _plain(value, limit):
             return value
         if value is None:
             return None
@@ -145,11 +144,16 @@ def _replace_surrogates(value: str) -> str:
     return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in value)
 
 
+def _plain(text: str, limit: int) -> bool:
+    """Text stored as it is: nearly every value (isascii() and len() are O(1))."""
+    return text.isascii() and len(text) <= limit and "\x00" not in text
+
+
 def _plain_json(value: Any, depth: int) -> bool:
     """True when `json` would return an equal value: nothing in it needs cleaning."""
     kind = type(value)
     if kind is str:
-        return value.isascii() and len(value) <= TEXT_MAX and "\x00" not in value
+        return _plain(value, TEXT_MAX)
     if kind is dict and depth < 64:
         return all(
             type(k) is str and _plain_json(k, depth) and _plain_json(v, depth + 1)
