@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from authz_service import health_probe
 from bench.envoy_configs import FrontSpec, render_front
 from bench.keys import AUDIENCE, ISSUER, BenchIssuer
-from devstack import grpc_health
 from devstack.ports import free_port
 from devstack.process import ManagedProcess
 from devstack.services import provision_envoy
@@ -94,7 +94,7 @@ def authz_workers(
             f"authz {name}-{index}",
             [sys.executable, "-m", *module, *([] if real else [address])],
             log_path=home / f"{name}-{index}.log",
-            ready=lambda a=address: grpc_health.serving(a),  # type: ignore[misc]
+            ready=lambda a=address: health_probe.serving(a),  # type: ignore[misc]
             env=worker_env,
         )
         process.start()

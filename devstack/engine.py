@@ -1,4 +1,8 @@
-"""Finds a Docker-compatible engine (Docker or Podman) and the images it already holds."""
+"""Finds a Docker-compatible engine (Docker or Podman) and the images it already holds.
+
+docker-py is imported only when an engine is asked something: it is a development package,
+and `devstack` (e.g. `python -m devstack token`) also runs in the app image, which lacks it.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,12 @@ import functools
 import os
 import socket
 from pathlib import Path
-
-import docker
-import docker.errors
+from typing import TYPE_CHECKING
 
 from devstack.model import ServiceUnavailable
+
+if TYPE_CHECKING:
+    import docker
 
 _DEFAULT_SOCKETS = (
     "/var/run/docker.sock",
@@ -37,12 +42,20 @@ def _socket_accepts(path: str) -> bool:
     return True
 
 
+def _client(url: str, timeout: int) -> docker.DockerClient:
+    import docker  # noqa: PLC0415 - a development package, see the module docstring
+
+    return docker.DockerClient(base_url=url, timeout=timeout)
+
+
 @functools.lru_cache(maxsize=8)
 def _answers(url: str) -> bool:
     if url.startswith("unix://") and not _socket_accepts(url.removeprefix("unix://")):
         return False
+    import docker.errors  # noqa: PLC0415
+
     try:
-        client = docker.DockerClient(base_url=url, timeout=3)
+        client = _client(url, timeout=3)
         try:
             return bool(client.ping())
         finally:
@@ -76,7 +89,9 @@ def image_present(image: str) -> bool:
     url = engine_url()
     if url is None:
         return False
-    client = docker.DockerClient(base_url=url, timeout=5)
+    import docker.errors  # noqa: PLC0415
+
+    client = _client(url, timeout=5)
     try:
         for name in (image, f"docker.io/{image}", f"docker.io/library/{image}"):
             with contextlib.suppress(docker.errors.ImageNotFound):

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from devstack import devkey, grpc_health
+from authz_service import health_probe
+from devstack import devkey
 from devstack.local import envoy, opa, postgres, redis_server
 from devstack.model import ServiceUnavailable
 from devstack.ports import LOOPBACK
@@ -170,7 +171,7 @@ def _start_apps(
         exits,
         "authz",
         [sys.executable, "-m", "authz_service", "serve"],
-        lambda: grpc_health.serving(authz),
+        lambda: health_probe.serving(authz),
     )
     stack.rows.append(("authz (gRPC)", authz, f"metrics http://{metrics}/metrics"))
 
