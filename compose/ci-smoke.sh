@@ -23,7 +23,6 @@ export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-gateway-smoke-$$}
 # Our own tag: other checkouts build theirs on the same engine at the same time.
 export APP_IMAGE=${APP_IMAGE:-localhost/envoy-authz-gateway/app:$COMPOSE_PROJECT_NAME}
 BUILD_SECONDS=${BUILD_SECONDS:-900}
-export COMPOSE_BAKE=${COMPOSE_BAKE:-false} # no BuildKit on the stand-in engine: the classic builder
 UP_SECONDS=${UP_SECONDS:-300}
 PYTHON=${PYTHON:-$repo/.venv/bin/python}
 LONG_RUNNING=(postgres redis opa authz backend envoy-plant envoy-cp envoy-pp)
@@ -77,7 +76,7 @@ state() {
 
 # Logs and the last healthcheck output of every service that is not where it should be.
 show_failing() {
-	local service st
+	local service st waiting=()
 	compose ps -a >&2 || true
 	for service in "${LONG_RUNNING[@]}" "${ONE_SHOT[@]}"; do
 		st=$(state "$service")
@@ -85,6 +84,10 @@ show_failing() {
 		*" $service "*) [[ $st == exited/*/*/0 ]] && continue ;;
 		*) [[ $st == running/healthy/0/* ]] && continue ;;
 		esac
+		if [[ $st == missing || $st == created/* ]]; then
+			waiting+=("$service") # never started: it waits on one of the others
+			continue
+		fi
 		log "---- $service ($st): last 150 log lines"
 		compose logs --no-color --tail=150 "$service" >&2 || true
 		local id
@@ -94,6 +97,7 @@ show_failing() {
 			docker inspect --format '{{if .State.Health}}{{range .State.Health.Log}}exit {{.ExitCode}}: {{.Output}}{{println}}{{end}}{{else}}(no healthcheck){{end}}' "$id" 2>/dev/null | tail -n 3 >&2 || true
 		fi
 	done
+	((${#waiting[@]} == 0)) || log "never started (waiting on the above): ${waiting[*]}"
 }
 
 up_pid=
