@@ -92,6 +92,15 @@ class ContainerControl:
         if self._created:
             self._wrapped().stop(timeout=10)
 
+    def pause(self) -> None:
+        """The engine freezes the container's cgroup (no signal: works across PID namespaces)."""
+        if self._created:
+            self._wrapped().pause()
+
+    def resume(self) -> None:
+        if self._created:
+            self._wrapped().unpause()
+
     def remove(self) -> None:
         if self._created:
             with contextlib.suppress(docker.errors.DockerException):

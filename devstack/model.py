@@ -24,6 +24,10 @@ class ServiceControl(Protocol):
 
     def stop(self) -> None: ...
 
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
 
 @dataclass(frozen=True, kw_only=True)
 class ManagedService:
@@ -51,6 +55,14 @@ class ManagedService:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def pause(self) -> None:
+        """Freeze every process of the service: its port still accepts, nothing answers (a hung
+        dependency). The same under both providers; `resume()` undoes it."""
+        self.control.pause()
+
+    def resume(self) -> None:
+        self.control.resume()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -114,6 +114,15 @@ class ManagedProcess:
             f"log {self.log_path}:\n{log_tail(self.log_path)}"
         )
 
+    def pause(self) -> None:
+        """SIGSTOP the whole process group (PostgreSQL's backends too), like a frozen cgroup."""
+        if self._proc is not None and self.running:
+            os.killpg(self._proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._proc is not None and self.running:
+            os.killpg(self._proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         """Send the stop signal, wait, then SIGKILL the whole process group."""
         proc, self._proc = self._proc, None

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,14 +17,13 @@ from devstack import PostgresService, provision_postgres
 
 @pytest.fixture
 def hung_postgres(tmp_path: Path) -> Iterator[PostgresService]:
-    """A PostgreSQL whose postmaster is stopped: connections are accepted by the kernel only."""
+    """A paused PostgreSQL (every process frozen): connections are accepted by the kernel only."""
     with provision_postgres(tmp_path / "pg", fsync=False) as pg:
-        assert pg.pid is not None
-        os.kill(pg.pid, signal.SIGSTOP)
+        pg.pause()
         try:
             yield pg
         finally:
-            os.kill(pg.pid, signal.SIGCONT)
+            pg.resume()
 
 
 async def test_stop_spools_the_batch_it_was_delivering(

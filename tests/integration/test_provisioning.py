@@ -7,6 +7,7 @@ import json
 import socket
 import tempfile
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -212,6 +213,21 @@ def test_postgres_restarts_on_the_same_port_with_its_data(tmp_path: Path) -> Non
         pid = pg.pid
     assert pid is not None
     assert not pid_alive(pid)
+
+
+def test_a_paused_postgres_accepts_connections_but_never_answers_until_resumed(
+    tmp_path: Path,
+) -> None:
+    with provision_postgres(tmp_path, fsync=False) as pg:
+        pg.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(psycopg.OperationalError, match="timeout"):
+                psycopg.connect(pg.dsn, connect_timeout=2).close()
+            assert time.monotonic() - started >= 1.5, "refused at once: not a hung server"
+        finally:
+            pg.resume()
+        check_postgres(pg)
 
 
 def test_opa_stop_makes_it_unreachable_until_started(tmp_path: Path, policy_dir: Path) -> None:

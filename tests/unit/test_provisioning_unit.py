@@ -21,6 +21,10 @@ class _Idle:
 
     def stop(self) -> None: ...
 
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
 
 def test_lookup_override_finds_a_program_there(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
