@@ -207,8 +207,6 @@ def entry_point_view(
         "id_tokens": {
             "enabled": GCP_METADATA_CLUSTER in {cluster["name"] for cluster in clusters},
             "cluster": GCP_METADATA_CLUSTER,
-            "uri": f"http://{GCP_METADATA_HOST}/computeMetadata/v1/instance/service-accounts/"
-            "default/identity?audience=[AUDIENCE]",
             "header": ID_TOKEN_HEADER,
         },
         "routes": [
