@@ -58,6 +58,7 @@ module "redis" {
 }
 
 resource "google_artifact_registry_repository" "images" {
+  #checkov:skip=CKV_GCP_84:Google-managed encryption; a customer key is an organisation's choice (kms_key_name)
   repository_id = var.name
   location      = var.region
   format        = "DOCKER"

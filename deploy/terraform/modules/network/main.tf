@@ -35,6 +35,24 @@ resource "google_compute_network" "this" {
   auto_create_subnetworks = false
 }
 
+# No ingress from anywhere: the VPC only carries the services' egress (connector, peering).
+resource "google_compute_firewall" "deny_ingress" {
+  name      = "${var.name}-deny-ingress"
+  network   = google_compute_network.this.name
+  direction = "INGRESS"
+  priority  = 65534
+
+  deny {
+    protocol = "all"
+  }
+
+  source_ranges = ["0.0.0.0/0"]
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
 resource "google_compute_subnetwork" "this" {
   name                     = "${var.name}-${var.region}"
   region                   = var.region
