@@ -6,6 +6,7 @@
 #       --build-arg RENDER_ARGS="--var project_number=123456789012" -t gateway/envoy .
 #
 # The render stage has Python and the render libraries; the final stage only Envoy's base.
+#checkov:skip=CKV_DOCKER_7:the base is an ARG defaulting to a pinned version tag (checkov cannot resolve ARG)
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 ARG ENVOY_IMAGE=envoyproxy/envoy:v1.40.0
 
