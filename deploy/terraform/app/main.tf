@@ -1,6 +1,7 @@
 # One environment of the gateway on Cloud Run: `module.data` (network, Cloud SQL, Memorystore,
-# secrets, registry: the seed's database step, `terraform apply -target=module.data`), then
-# the migrations job, the backend and the PLANT, CP and PP services. Each service and the job
+# secrets, registry) and the migrations job are the seed's database step
+# (`-target=module.data -target=module.migrations`); then the backend and the PLANT, CP and PP
+# services. Each service and the job
 # run as their own service account, which may read only its own secrets; each hop may invoke
 # only the service it calls (CP, PP -> PLANT -> backend).
 
