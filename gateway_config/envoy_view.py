@@ -126,6 +126,11 @@ def _route_cluster(entry: EntryPoint, route: Route) -> str:
     return _gateway_cluster_name(entry.via) if entry.via else route.upstream
 
 
+def _host_rewrite(cluster: dict[str, Any]) -> str | None:
+    """A TLS hop is a virtual host of its own (Cloud Run routes by Host): send it its name."""
+    return str(cluster["host"]) if cluster["tls"] else None
+
+
 def entry_point_view(
     config: GatewayConfig, name: str, revision: str, config_dir: Path
 ) -> dict[str, Any]:
@@ -214,10 +219,7 @@ def entry_point_view(
                 "id": route.id,
                 "match": _envoy_match(route),
                 "cluster": _route_cluster(entry, route),
-                # a TLS hop is a virtual host of its own (Cloud Run routes by Host): rewrite it
-                "host_rewrite": by_name[_route_cluster(entry, route)]["host"]
-                if by_name[_route_cluster(entry, route)]["tls"]
-                else None,
+                "host_rewrite": _host_rewrite(by_name[_route_cluster(entry, route)]),
                 "timeout": _seconds(route.timeout_ms or config.limits.request_timeout_ms),
                 "public": route.public,
                 "max_request_bytes": route.max_request_bytes,

@@ -213,3 +213,11 @@ def test_bad_target_names_file_key_and_reason_and_writes_nothing(
     assert stderr.count("\n") == 1, stderr
     assert stderr.startswith(f"{named}: {expected}"), stderr
     assert not out.exists()
+
+
+def test_a_tls_hop_without_id_token_is_health_checked_by_its_host_name(tmp_path: Path) -> None:
+    out = _render(tmp_path, "kubernetes", "--set", "upstreams.backend.tls=true")
+    backend = _clusters(out, "plant")["backend"]
+    host = "gateway-backend.gateway.svc.cluster.local"
+    assert backend["transport_socket"]["typed_config"]["sni"] == host
+    assert backend["health_checks"][0]["http_health_check"]["host"] == host
