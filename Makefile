@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 VAR_DIR ?= var
 UP_ARGS ?=
 
-.PHONY: help bootstrap up down test test-unit test-integration test-e2e lint render check protos migrate bench token demo clean
+.PHONY: help bootstrap up down test test-unit test-integration test-e2e lint render check protos migrate bench token demo clean deploy-check deploy-smoke helm-render
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / { printf "  %-18s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -71,6 +71,17 @@ token: bootstrap ## sign a development token: make token ROLE=admin CUSTOMER=cus
 
 demo: bootstrap ## a scripted walk through the running gateway (needs `make up`)
 	@$(PY) -m devstack --var-dir $(VAR_DIR) demo
+
+deploy-check: bootstrap ## static checks of deploy/: terraform fmt, checkov, actionlint, helm lint/template
+	tools/deploy-check.sh
+
+deploy-smoke: bootstrap ## build the production images (podman) and smoke-test them as Cloud Run runs them
+	eval "$$(PATH=$(CURDIR)/.cache/bin:$$PATH bash ../shared/containers/setup --env)" && deploy/images/smoke.sh
+
+TARGET_NAMESPACE ?= gateway
+helm-render: bootstrap ## render the kubernetes target into deploy/helm/gateway/files/rendered (before helm install)
+	$(PY) render.py --config $(CONFIG) --target kubernetes --var namespace=$(TARGET_NAMESPACE) \
+		--out deploy/helm/gateway/files/rendered --envoy-dir /etc/gateway/envoy
 
 clean: down ## remove build output, caches and local data
 	rm -rf build var .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,10 @@
 """CLI: render config/gateway.yaml into build/envoy/{plant,cp,pp}.yaml and build/authz/runtime.json.
 
     python render.py --config config/gateway.yaml --out build [--set entry_points.plant.port=18090]
+                     [--target local|compose|cloudrun|kubernetes [--var NAME=VALUE]]
                      [--policy-dir policies] [--validate]
+
+A target (config/targets.yaml) changes only addresses, TLS and identity; --set applies after it.
 
 A bad config prints one line, `file: key.path: reason`, exits 2 and writes nothing. Files are
 written atomically (temp file, then rename), so a running Envoy, which watches its
@@ -25,11 +28,12 @@ from typing import Any
 import jinja2
 import yaml
 
-from gateway_config import ConfigError, GatewayConfig, load_gateway_config
+from gateway_config import ConfigError, GatewayConfig, deep_merge, load_gateway_config
 from gateway_config.envoy_view import entry_point_view
 from gateway_config.policies import DEFAULT_POLICY_DIR
 from gateway_config.runtime import config_revision, to_runtime_config
 from gateway_config.static_bundle import static_bootstrap
+from gateway_config.targets import DEFAULT_TARGETS_FILE, target_overrides
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "envoy_templates"
 # Envoy's own error replies, rewritten as problem+json: (status, problem code, title).
@@ -187,6 +191,27 @@ def parse_set(assignments: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
+def parse_vars(assignments: Sequence[str]) -> dict[str, str]:
+    """['project_number=123'] -> {'project_number': '123'} (kept as text)."""
+    variables: dict[str, str] = {}
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key:
+            raise ConfigError("--var", assignment, "expected NAME=VALUE")
+        variables[key] = value
+    return variables
+
+
+def target_and_set_overrides(
+    target: str, variables: Sequence[str], assignments: Sequence[str], targets_file: Path
+) -> dict[str, Any]:
+    """The target's overrides with --set merged over them."""
+    merged: dict[str, Any] = deep_merge(
+        target_overrides(target, parse_vars(variables), targets_file), parse_set(assignments)
+    )
+    return merged
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=Path("config/gateway.yaml"))
@@ -198,6 +223,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="KEY.PATH=VALUE",
         help="override a config value, e.g. entry_points.plant.port=18090",
     )
+    parser.add_argument(
+        "--target",
+        default="local",
+        help="where it runs: a target of --targets-file (local, compose, cloudrun, kubernetes)",
+    )
+    parser.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a variable of the target, e.g. project_number=123456789012 (cloudrun)",
+    )
+    parser.add_argument("--targets-file", type=Path, default=DEFAULT_TARGETS_FILE)
     parser.add_argument(
         "--envoy-dir",
         type=Path,
@@ -217,13 +255,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        result = render_all(
-            args.config, args.out, parse_set(args.set), args.envoy_dir, args.policy_dir
-        )
+        overrides = target_and_set_overrides(args.target, args.var, args.set, args.targets_file)
+        result = render_all(args.config, args.out, overrides, args.envoy_dir, args.policy_dir)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    print(f"rendered revision {result.revision[:12]} into {args.out}", file=sys.stderr)
+    print(
+        f"rendered revision {result.revision[:12]} for target {args.target} into {args.out}",
+        file=sys.stderr,
+    )
     if args.validate:
         return _validate_rendered(args.out)
     return 0

@@ -26,6 +26,11 @@ CAUSATION_HEADER = "x-causation-id"
 # The request headers the access-log entry carries: only the join key of the audit row (the
 # entry's own request_id normally has it; every extra header is Envoy and Python CPU per entry).
 LOGGED_REQUEST_HEADERS = ("x-request-id",)
+# Google's metadata server, which mints the ID tokens of gcp_authn (Cloud Run, GKE).
+GCP_METADATA_CLUSTER = "gcp_metadata"
+GCP_METADATA_HOST = "metadata.google.internal"
+# Cloud Run reads the invoker's token here and leaves Authorization (the client's JWT) alone.
+ID_TOKEN_HEADER = "x-serverless-authorization"
 
 
 def _seconds(ms: int) -> str:
@@ -48,14 +53,23 @@ def _cluster(
     *,
     http2: bool = False,
     health_check: HealthCheck | None = None,
+    tls: bool = False,
+    id_token_audience: str | None = None,
 ) -> dict[str, Any]:
+    if id_token_audience is not None:
+        # Envoy's health checker sends no ID token: the service would answer 403 and the hop
+        # would be marked down. Cloud Run checks its own instances.
+        health_check = None
+    dns_type = "LOGICAL_DNS" if tls else "STRICT_DNS"  # a TLS hop: a front end of many addresses
     return {
         "name": name,
-        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "type": "STATIC" if _is_ip(host) else dns_type,
         "host": host,
         "port": port,
         "connect_timeout": _seconds(connect_timeout_ms),
         "http2": http2,
+        "tls": tls,
+        "id_token_audience": id_token_audience,
         "health_check": None
         if health_check is None
         else {
@@ -108,6 +122,15 @@ def _gateway_cluster_name(entry_name: str) -> str:
     return f"gateway_{entry_name}"
 
 
+def _route_cluster(entry: EntryPoint, route: Route) -> str:
+    return _gateway_cluster_name(entry.via) if entry.via else route.upstream
+
+
+def _host_rewrite(cluster: dict[str, Any]) -> str | None:
+    """A TLS hop is a virtual host of its own (Cloud Run routes by Host): send it its name."""
+    return str(cluster["host"]) if cluster["tls"] else None
+
+
 def entry_point_view(
     config: GatewayConfig, name: str, revision: str, config_dir: Path
 ) -> dict[str, Any]:
@@ -132,9 +155,11 @@ def entry_point_view(
             _cluster(
                 _gateway_cluster_name(entry.via),
                 host,
-                target.port,
+                target.hop_port or target.port,
                 1000,
                 health_check=HealthCheck(path=target.readiness_path),
+                tls=target.hop_tls,
+                id_token_audience=target.hop_id_token_audience,
             )
         )
     else:
@@ -147,8 +172,13 @@ def entry_point_view(
                     upstream.port,
                     upstream.connect_timeout_ms,
                     health_check=upstream.health_check,
+                    tls=upstream.tls,
+                    id_token_audience=upstream.id_token_audience,
                 )
             )
+    by_name = {cluster["name"]: cluster for cluster in clusters}
+    if any(cluster["id_token_audience"] for cluster in clusters):
+        clusters.append(_cluster(GCP_METADATA_CLUSTER, GCP_METADATA_HOST, 80, 1000))
     # clients may send x-causation-id only to an entry point other hops forward to
     receives_hops = any(other.via == name for other in config.entry_points.values())
     strip = [h for h in IDENTITY_HEADERS if h != CORRELATION_HEADER]
@@ -178,11 +208,18 @@ def entry_point_view(
             "drain_time": f"{config.limits.drain_time_s}s",
         },
         "clusters": clusters,
+        "tls_ca_file": config.tls_ca_file,
+        "id_tokens": {
+            "enabled": GCP_METADATA_CLUSTER in {cluster["name"] for cluster in clusters},
+            "cluster": GCP_METADATA_CLUSTER,
+            "header": ID_TOKEN_HEADER,
+        },
         "routes": [
             {
                 "id": route.id,
                 "match": _envoy_match(route),
-                "cluster": _gateway_cluster_name(entry.via) if entry.via else route.upstream,
+                "cluster": _route_cluster(entry, route),
+                "host_rewrite": _host_rewrite(by_name[_route_cluster(entry, route)]),
                 "timeout": _seconds(route.timeout_ms or config.limits.request_timeout_ms),
                 "public": route.public,
                 "max_request_bytes": route.max_request_bytes,

@@ -41,6 +41,19 @@ class EntryPoint(_Strict):
     # Another entry point to forward every route to (CP/PP -> PLANT); unset: the route's upstream.
     via: Name | None = None
     readiness_path: str = Field(default="/ready", pattern=r"^/[A-Za-z0-9/_.-]*$")
+    # How the hops that forward to it connect (render --target): the port on `host` (default:
+    # `port`; 443 for a Cloud Run URL), HTTPS, and the audience of the Google ID token it needs.
+    hop_port: Port | None = None
+    hop_tls: bool = False
+    hop_id_token_audience: str | None = Field(default=None, pattern=r"^https://")
+
+    @model_validator(mode="after")
+    def _id_token_over_tls(self) -> EntryPoint:
+        if self.hop_id_token_audience is not None and not self.hop_tls:
+            raise ValueError(
+                "hop_id_token_audience needs hop_tls: true (a token never goes in clear)"
+            )
+        return self
 
 
 class HealthCheck(_Strict):
@@ -56,6 +69,16 @@ class Upstream(_Strict):
     port: Port
     connect_timeout_ms: int = Field(default=1000, ge=1)
     health_check: HealthCheck | None = Field(default_factory=HealthCheck)
+    # HTTPS to `host` (SNI and certificate name checked), and the audience of the Google ID token
+    # Envoy's gcp_authn filter adds (a Cloud Run service that only its invokers may call).
+    tls: bool = False
+    id_token_audience: str | None = Field(default=None, pattern=r"^https://")
+
+    @model_validator(mode="after")
+    def _id_token_over_tls(self) -> Upstream:
+        if self.id_token_audience is not None and not self.tls:
+            raise ValueError("id_token_audience needs tls: true (a token never goes in clear)")
+        return self
 
 
 _HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
@@ -184,6 +207,8 @@ class GatewayConfig(_Strict):
     routes: tuple[Route, ...] = Field(min_length=1)
     # Stage modes for every route that does not override them; default: every stage enforces.
     shadow: ShadowModes = Field(default_factory=ShadowModes)
+    # CA bundle (a path where Envoy runs) that verifies the certificates of TLS hops.
+    tls_ca_file: str = Field(default="/etc/ssl/certs/ca-certificates.crt", pattern=r"^/")
 
     def shadow_stages(self, route: Route) -> tuple[ShadowStage, ...]:
         """The effective shadow stages of a route: its own modes over the global ones."""
