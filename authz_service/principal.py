@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from authz_service.runtime_config import BudgetSubject
+
 PLANS = ("trial", "standard", "enterprise")
 # Identity claims reach the upstream as header values (x-user-id, x-customer-id, x-roles) and
 # the audit trail: a control character would split or break the header (Envoy refuses the
@@ -38,9 +40,11 @@ class Principal:
     expires_at: float  # unix seconds
 
     @property
-    def budget_subject(self) -> str:
+    def budget_subject(self) -> BudgetSubject:
         """Budgets are per customer, or per user when the user has no customer."""
-        return self.customer_id or self.user_id
+        if self.customer_id is not None:
+            return BudgetSubject("customer", self.customer_id)
+        return BudgetSubject("user", self.user_id)
 
     def policy_input(self) -> dict[str, Any]:
         return {

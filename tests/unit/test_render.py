@@ -10,7 +10,12 @@ import pytest
 import yaml
 
 import render
-from authz_service.runtime_config import IDENTITY_HEADERS, GatewayType, load_runtime_config
+from authz_service.runtime_config import (
+    IDENTITY_HEADERS,
+    BudgetSubject,
+    GatewayType,
+    load_runtime_config,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "gateway.yaml"
 ENTRIES = ("plant", "cp", "pp")
@@ -70,8 +75,12 @@ def test_writes_the_contract_files(out: Path) -> None:
     assert runtime.routes["orders-list"].budget.cost == 1
     assert runtime.routes["admin"].gateway_types == (GatewayType.PLANT, GatewayType.PP)
     assert runtime.routes["health"].public
-    assert runtime.budgets.limit("trial", "cust-x", "api_calls", "day") == 100
-    assert runtime.budgets.limit("standard", "cust-acme", "api_calls", "day") == 50000
+    acme, someone = BudgetSubject("customer", "cust-acme"), BudgetSubject("customer", "cust-x")
+    assert runtime.budgets.limit("trial", someone, "api_calls", "day") == 100
+    assert runtime.budgets.limit("standard", acme, "api_calls", "day") == 50000
+    # a user whose sub is the customer's id is another subject: the plan's limit
+    impostor = BudgetSubject("user", "cust-acme")
+    assert runtime.budgets.limit("trial", impostor, "api_calls", "day") == 100
 
 
 def test_revision_is_stable_and_follows_the_config(tmp_path: Path) -> None:

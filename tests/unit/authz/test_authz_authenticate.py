@@ -13,6 +13,7 @@ import pytest
 from authz_service.devtokens import sign_dev_token
 from authz_service.errors import Denial, ErrorCode, Stage
 from authz_service.principal import Principal
+from authz_service.runtime_config import BudgetSubject
 from authz_service.stages.authenticate import authenticate
 from authz_service.tokens import TokenVerifier
 from tests.unit.authz.authz_helpers import (
@@ -170,7 +171,7 @@ async def test_claims_map_to_the_principal(verifier: TokenVerifier) -> None:
     assert principal.plan == "trial"
     assert principal.trial_ends_at == 1893553445.0
     assert principal.token_id is not None
-    assert principal.budget_subject == "cust-7"
+    assert principal.budget_subject == BudgetSubject("customer", "cust-7")
 
 
 async def test_user_without_customer_is_its_own_budget_subject(verifier: TokenVerifier) -> None:
@@ -178,7 +179,7 @@ async def test_user_without_customer_is_its_own_budget_subject(verifier: TokenVe
     principal = await authenticate(check_context(token), verifier, max_token_bytes=4096)
     assert isinstance(principal, Principal)
     assert principal.customer_id is None
-    assert principal.budget_subject == "solo"
+    assert principal.budget_subject == BudgetSubject("user", "solo")
     assert principal.plan == "standard"
 
 
