@@ -120,4 +120,16 @@ for _ in $(seq 30); do
 done
 [[ $found == "${#correlations[@]}" ]] || fail "audit rows for $found of ${#correlations[@]} requests"
 log "audit rows in PostgreSQL for all ${#correlations[@]} requests"
+
+# Budgets survive a Redis restart (append-only file): a counter written before is there after.
+counter="budget:{customer:ci-smoke}:api_calls:day:$(date -u +%F)"
+compose exec -T redis redis-cli set "$counter" 7 >/dev/null
+compose restart redis >&2
+for _ in $(seq 60); do
+	[[ $(compose exec -T redis redis-cli ping 2>/dev/null | tr -d '[:space:]') == PONG ]] && break
+	sleep 1
+done
+[[ $(compose exec -T redis redis-cli get "$counter" | tr -d '[:space:]') == 7 ]] ||
+	fail "a Redis restart lost the budget counter $counter"
+log "a budget counter survived a Redis restart"
 log "OK"
