@@ -20,6 +20,7 @@ def find_problems(config: GatewayConfig, policy_dir: Path) -> list[Problem]:
     return [
         *_duplicate_ports(config),
         *_entry_point_links(config),
+        *_limits(config),
         *_rbac_permissions(config),
         *_route_references(config),
         *_route_authorization(config, policy_dir),
@@ -72,6 +73,16 @@ def _entry_point_links(config: GatewayConfig) -> Iterator[Problem]:
             yield f"entry_points.{name}.via", f"unknown entry point {entry.via!r}"
         elif target.via is not None or entry.via == name:
             yield f"entry_points.{name}.via", f"{entry.via!r} must send to an upstream itself"
+
+
+def _limits(config: GatewayConfig) -> Iterator[Problem]:
+    limits = config.limits
+    if limits.max_path_bytes >= limits.max_request_headers_kb * 1024:
+        yield (
+            "limits.max_path_bytes",
+            f"{limits.max_path_bytes} bytes is not below max_request_headers_kb "
+            f"({limits.max_request_headers_kb} KiB), which already bounds the path",
+        )
 
 
 def _rbac_permissions(config: GatewayConfig) -> Iterator[Problem]:

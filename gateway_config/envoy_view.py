@@ -18,7 +18,8 @@ from authz_service.runtime_config import (
     CTX_SHADOW,
     IDENTITY_HEADERS,
 )
-from gateway_config.models import EntryPoint, GatewayConfig, HealthCheck, Route
+from gateway_config.local_replies import UNSUPPORTED_METHOD_DETAIL, UPSTREAM_ERROR
+from gateway_config.models import HTTP_METHODS, EntryPoint, GatewayConfig, HealthCheck, Route
 
 AUTHZ_CLUSTER = "authz"
 CORRELATION_HEADER = "x-correlation-id"
@@ -108,86 +109,99 @@ def _gateway_cluster_name(entry_name: str) -> str:
     return f"gateway_{entry_name}"
 
 
+def _listeners(config: GatewayConfig, name: str, entry: EntryPoint) -> list[dict[str, Any]]:
+    """The entry point's listener; clients may send x-causation-id only where hops forward to."""
+    receives_hops = any(other.via == name for other in config.entry_points.values())
+    strip = [h for h in IDENTITY_HEADERS if h != CORRELATION_HEADER]
+    if not receives_hops:
+        strip.append(CAUSATION_HEADER)
+    return [{"name": name, "address": entry.address, "port": entry.port, "strip_headers": strip}]
+
+
+def _forward_target(config: GatewayConfig, entry: EntryPoint) -> tuple[str, int]:
+    """Where a hop reaches the entry point it forwards to."""
+    assert entry.via is not None
+    target = config.entry_points[entry.via]
+    host = target.host or ("127.0.0.1" if target.address in ("0.0.0.0", "::") else target.address)
+    return host, target.port
+
+
+def _clusters(config: GatewayConfig, entry: EntryPoint, routes: list[Route]) -> list[Any]:
+    """The authz service, then the entry point it forwards to or the routes' upstreams."""
+    authz = config.authz
+    clusters = [_cluster(AUTHZ_CLUSTER, authz.host, authz.port, authz.connect_timeout_ms,
+                         http2=True)]  # fmt: skip
+    if entry.via is not None:
+        host, port = _forward_target(config, entry)
+        readiness = HealthCheck(path=config.entry_points[entry.via].readiness_path)
+        clusters.append(
+            _cluster(_gateway_cluster_name(entry.via), host, port, 1000, health_check=readiness)
+        )
+        return clusters
+    for upstream_name in dict.fromkeys(route.upstream for route in routes):
+        upstream = config.upstreams[upstream_name]
+        clusters.append(
+            _cluster(upstream_name, upstream.host, upstream.port, upstream.connect_timeout_ms,
+                     health_check=upstream.health_check)
+        )  # fmt: skip
+    return clusters
+
+
+def _limits(config: GatewayConfig) -> dict[str, Any]:
+    limits = config.limits
+    return {
+        "max_request_headers_kb": limits.max_request_headers_kb,
+        "max_path_bytes": limits.max_path_bytes,
+        "max_request_bytes": limits.max_request_bytes,
+        "request_headers_timeout": _seconds(limits.request_headers_timeout_ms),
+        "request_receive_timeout": _seconds(limits.request_receive_timeout_ms),
+        "drain_time": f"{limits.drain_time_s}s",
+    }
+
+
+def _route_views(
+    config: GatewayConfig, entry: EntryPoint, routes: list[Route], revision: str
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": route.id,
+            "match": _envoy_match(route),
+            "cluster": _gateway_cluster_name(entry.via) if entry.via else route.upstream,
+            "timeout": _seconds(route.timeout_ms or config.limits.request_timeout_ms),
+            "public": route.public,
+            "max_request_bytes": route.max_request_bytes,
+            "context_extensions": _context_extensions(config, entry, route, revision),
+        }
+        for route in routes
+    ]
+
+
 def entry_point_view(
     config: GatewayConfig, name: str, revision: str, config_dir: Path
 ) -> dict[str, Any]:
     """Everything the bootstrap, lds, cds and rds templates need for one entry point."""
     entry = config.entry_points[name]
     routes = [route for route in config.routes if name in route.entry_points]
-    clusters = [
-        _cluster(
-            AUTHZ_CLUSTER,
-            config.authz.host,
-            config.authz.port,
-            config.authz.connect_timeout_ms,
-            http2=True,
-        )
-    ]
-    if entry.via is not None:
-        target = config.entry_points[entry.via]
-        host = target.host or (
-            "127.0.0.1" if target.address in ("0.0.0.0", "::") else target.address
-        )
-        clusters.append(
-            _cluster(
-                _gateway_cluster_name(entry.via),
-                host,
-                target.port,
-                1000,
-                health_check=HealthCheck(path=target.readiness_path),
-            )
-        )
-    else:
-        for upstream_name in dict.fromkeys(route.upstream for route in routes):
-            upstream = config.upstreams[upstream_name]
-            clusters.append(
-                _cluster(
-                    upstream_name,
-                    upstream.host,
-                    upstream.port,
-                    upstream.connect_timeout_ms,
-                    health_check=upstream.health_check,
-                )
-            )
-    # clients may send x-causation-id only to an entry point other hops forward to
-    receives_hops = any(other.via == name for other in config.entry_points.values())
-    strip = [h for h in IDENTITY_HEADERS if h != CORRELATION_HEADER]
-    if not receives_hops:
-        strip.append(CAUSATION_HEADER)
     return {
         "name": name,
         "gateway_type": str(entry.gateway_type),
-        "address": entry.address,
-        "port": entry.port,
+        "listeners": _listeners(config, name, entry),
         "admin": {"address": entry.admin.address, "port": entry.admin.port},
         "config_dir": str(config_dir),
         "readiness_path": entry.readiness_path,
         "sets_causation_id": entry.via is not None,
-        "strip_headers": strip,
         "correlation_header": CORRELATION_HEADER,
         "causation_header": CAUSATION_HEADER,
         "logged_request_headers": list(LOGGED_REQUEST_HEADERS),
+        "methods": list(HTTP_METHODS),
+        "unsupported_method_detail": UNSUPPORTED_METHOD_DETAIL,
+        "upstream_error": {"code": UPSTREAM_ERROR[0], "title": UPSTREAM_ERROR[1]},
         "authz": {
             "cluster": AUTHZ_CLUSTER,
             "timeout": _seconds(config.authz.timeout_ms),
             "request_headers": list(config.authz.check_request_headers()),
         },
-        "limits": {
-            "max_request_headers_kb": config.limits.max_request_headers_kb,
-            "max_request_bytes": config.limits.max_request_bytes,
-            "drain_time": f"{config.limits.drain_time_s}s",
-        },
-        "clusters": clusters,
-        "routes": [
-            {
-                "id": route.id,
-                "match": _envoy_match(route),
-                "cluster": _gateway_cluster_name(entry.via) if entry.via else route.upstream,
-                "timeout": _seconds(route.timeout_ms or config.limits.request_timeout_ms),
-                "public": route.public,
-                "max_request_bytes": route.max_request_bytes,
-                "context_extensions": _context_extensions(config, entry, route, revision),
-            }
-            for route in routes
-        ],
+        "limits": _limits(config),
+        "clusters": _clusters(config, entry, routes),
+        "routes": _route_views(config, entry, routes, revision),
     }

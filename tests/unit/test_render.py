@@ -45,10 +45,20 @@ def _resources(out: Path, entry: str, kind: str) -> list[dict[str, Any]]:
     return resources
 
 
-def _hcm(out: Path, entry: str) -> dict[str, Any]:
-    listener = _resources(out, entry, "lds")[0]
+def _hcm(out: Path, entry: str, listener_name: str | None = None) -> dict[str, Any]:
+    """The connection manager of an entry point's public listener (or of `listener_name`)."""
+    listeners = {listener["name"]: listener for listener in _resources(out, entry, "lds")}
+    listener = listeners[listener_name or entry]
     config: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
     return config
+
+
+def _lua(out: Path, entry: str, listener_name: str | None = None) -> str:
+    filters = {
+        f["name"]: f["typed_config"] for f in _hcm(out, entry, listener_name)["http_filters"]
+    }
+    code: str = filters["envoy.filters.http.lua"]["default_source_code"]["inline_string"]
+    return code
 
 
 def _routes(out: Path, entry: str) -> dict[str, dict[str, Any]]:
@@ -122,17 +132,35 @@ def test_request_header_filter_runs_before_ext_authz(out: Path) -> None:
         assert names[-1] == "envoy.filters.http.router"
 
 
-def test_every_identity_header_is_dropped_or_replaced(out: Path) -> None:
-    for entry in ENTRIES:
-        lua = _filter(out, entry, "envoy.filters.http.lua")["default_source_code"]["inline_string"]
-        strip_line = next(line for line in lua.splitlines() if line.startswith("local STRIP"))
-        for header in IDENTITY_HEADERS:
-            if header == "x-correlation-id":
-                assert 'headers:replace("x-correlation-id"' in lua
-            else:
-                assert f'"{header}"' in strip_line
-        # clients may not set the causation id on CP/PP; PLANT keeps the one CP/PP sets
-        assert ('"x-causation-id"' in strip_line) == (entry != "plant")
+LISTENERS = [("plant", "plant"), ("cp", "cp"), ("pp", "pp")]
+
+
+@pytest.mark.parametrize(("entry", "listener"), LISTENERS)
+def test_every_identity_header_is_dropped_or_replaced(out: Path, entry: str, listener: str) -> None:
+    lua = _lua(out, entry, listener)
+    strip_line = next(line for line in lua.splitlines() if line.startswith("local STRIP"))
+    for header in IDENTITY_HEADERS:
+        if header == "x-correlation-id":
+            assert 'headers:replace("x-correlation-id"' in lua
+        else:
+            assert f'"{header}"' in strip_line
+    # clients may not set the causation id on CP/PP; PLANT keeps the one CP/PP sets
+    assert ('"x-causation-id"' in strip_line) == (entry != "plant")
+
+
+@pytest.mark.parametrize(("entry", "listener"), LISTENERS)
+def test_the_lua_filter_refuses_unrouted_methods_and_long_targets(
+    out: Path, entry: str, listener: str
+) -> None:
+    lua = _lua(out, entry, listener)
+    methods = next(line for line in lua.splitlines() if line.startswith("local METHODS"))
+    assert re.findall(r"(\w+) = true", methods) == [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
+    ]  # fmt: skip
+    assert "local MAX_PATH_BYTES = 4096" in lua
+    assert '[":status"] = "501"' in lua
+    assert '[":status"] = "414"' in lua
+    assert "function envoy_on_response" in lua
 
 
 def test_path_hardening_and_request_ids(out: Path) -> None:
@@ -144,6 +172,7 @@ def test_path_hardening_and_request_ids(out: Path) -> None:
         assert hcm["generate_request_id"] is True
         assert hcm["preserve_external_request_id"] is False
         assert hcm["max_request_headers_kb"] == 60
+        assert (hcm["request_headers_timeout"], hcm["request_timeout"]) == ("10.000s", "60.000s")
 
 
 def test_non_public_routes_carry_the_context_extensions(out: Path) -> None:
@@ -219,15 +248,21 @@ def test_backend_is_health_checked_and_routes_have_timeouts(out: Path) -> None:
 
 
 def test_envoy_errors_become_problem_json_but_authz_denials_keep_their_body(out: Path) -> None:
-    mappers = _hcm(out, "plant")["local_reply_config"]["mappers"]
-    statuses = {m["body_format_override"]["json_format"]["status"] for m in mappers}
-    assert {400, 404, 413, 431, 503, 504} <= statuses
-    for mapper in mappers:
-        body = mapper["body_format_override"]
-        assert body["content_type"] == "application/problem+json"
-        assert body["json_format"]["correlation_id"] == "%REQ(x-correlation-id)%"
-        expression = mapper["filter"]["extension_filter"]["typed_config"]["expression"]
-        assert "ext_authz_denied" in expression or "ext_authz_error" in expression
+    for entry, listener in LISTENERS:
+        mappers = _hcm(out, entry, listener)["local_reply_config"]["mappers"]
+        statuses = {m["body_format_override"]["json_format"]["status"] for m in mappers}
+        assert {400, 404, 408, 413, 414, 426, 431, 500, 501, 502, 503, 504} <= statuses
+        assert mappers[-1]["body_format_override"]["json_format"]["status"] == "%RESPONSE_CODE%"
+        for mapper in mappers:
+            body = mapper["body_format_override"]
+            assert body["content_type"] == "application/problem+json"
+            assert body["json_format"]["correlation_id"] == "%REQ(x-correlation-id)%"
+            expression = mapper["filter"]["extension_filter"]["typed_config"]["expression"]
+            assert any(
+                known in expression
+                for known in ("ext_authz_denied", "ext_authz_error", "lua_response",
+                              "upgrade_failed", "absolute_path_rejected")
+            ), expression  # fmt: skip
 
 
 def test_access_logs_go_to_stdout_and_to_the_authz_service(out: Path) -> None:
@@ -305,7 +340,7 @@ def test_hops_reach_plant_by_its_host_name_in_compose(tmp_path: Path) -> None:
     cluster = next(c for c in _resources(tmp_path, "pp", "cds") if c["name"] == "gateway_plant")
     assert cluster["type"] == "STRICT_DNS"
     endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-    assert endpoint["address"]["socket_address"]["address"] == "plant"
+    assert endpoint["address"]["socket_address"] == {"address": "plant", "port_value": 8090}
 
 
 def test_runtime_config_lists_the_headers_envoy_sends(tmp_path: Path) -> None:
