@@ -111,6 +111,11 @@ for entry in plant cp pp; do
 	correlations+=("$id")
 done
 
+# Only hops reach PLANT's internal listener: a client's x-causation-id never gets through PLANT.
+forged=$(uuid)
+request 200 "${url[plant]}/api/v1/me" "$(uuid)" -H "Authorization: Bearer $token" -H "x-causation-id: $forged"
+if grep -q "$forged" "$body"; then fail "PLANT passed a client's x-causation-id to the backend"; fi
+
 ids=$(printf "'%s'," "${correlations[@]}")
 sql="SELECT count(DISTINCT correlation_id) FROM gateway_audit_logs WHERE correlation_id IN (${ids%,})"
 for _ in $(seq 30); do

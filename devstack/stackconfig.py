@@ -31,8 +31,8 @@ ADMIN_PORT = _settings_port("admin_address")
 
 @dataclass(frozen=True)
 class Ports:
-    """Every port `make up` listens on, by name: each entry point's public and admin listener,
-    the backend, and the authz service's gRPC, metrics and admin ports.
+    """Every port `make up` listens on, by name: each entry point's public, admin and internal
+    listener, the backend, and the authz service's gRPC, metrics and admin ports.
 
     PostgreSQL, Redis and OPA always take free ports of their own (devstack.local).
     """
@@ -48,6 +48,9 @@ class Ports:
             name: {"port": self[name], "admin": {"port": self[f"{name}-admin"]}}
             for name in config.entry_points
         }
+        for name, entry in config.entry_points.items():
+            if entry.internal is not None:
+                entry_points[name]["internal"] = {"port": self[f"{name}-internal"]}
         result: dict[str, Any] = {
             "entry_points": entry_points,
             "authz": {"port": self["authz"]},
@@ -67,6 +70,8 @@ def choose_ports(config: GatewayConfig, requested: dict[str, int], *, free: bool
     for name, entry in config.entry_points.items():
         defaults[name] = entry.port
         defaults[f"{name}-admin"] = entry.admin.port
+        if entry.internal is not None:
+            defaults[f"{name}-internal"] = entry.internal.port
     unknown = set(requested) - set(defaults)
     if unknown:
         raise ValueError(f"unknown port name(s) {sorted(unknown)}; known: {sorted(defaults)}")

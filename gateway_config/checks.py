@@ -51,6 +51,9 @@ def _duplicate_ports(config: GatewayConfig) -> Iterator[Problem]:
     for name, entry in config.entry_points.items():
         yield from claim(f"entry_points.{name}.port", entry.address, entry.port)
         yield from claim(f"entry_points.{name}.admin.port", entry.admin.address, entry.admin.port)
+        if entry.internal is not None:
+            internal = entry.internal
+            yield from claim(f"entry_points.{name}.internal.port", internal.address, internal.port)
     yield from claim("authz.port", config.authz.host, config.authz.port)
     for name, upstream in config.upstreams.items():
         yield from claim(f"upstreams.{name}.port", upstream.host, upstream.port)
@@ -66,6 +69,15 @@ def _entry_point_links(config: GatewayConfig) -> Iterator[Problem]:
                 f"{types_seen[entry.gateway_type]!r}",
             )
         types_seen[entry.gateway_type] = name
+        forwarded_to = any(other.via == name for other in config.entry_points.values())
+        if forwarded_to and entry.internal is None:
+            yield (
+                f"entry_points.{name}.internal",
+                "other entry points forward to it: give them an internal listener "
+                "(internal: {port: ...}), the only way in that trusts x-causation-id",
+            )
+        elif entry.internal is not None and not forwarded_to:
+            yield f"entry_points.{name}.internal", "no entry point forwards to it (via)"
         if entry.via is None:
             continue
         target = config.entry_points.get(entry.via)

@@ -109,21 +109,35 @@ def _gateway_cluster_name(entry_name: str) -> str:
     return f"gateway_{entry_name}"
 
 
-def _listeners(config: GatewayConfig, name: str, entry: EntryPoint) -> list[dict[str, Any]]:
-    """The entry point's listener; clients may send x-causation-id only where hops forward to."""
-    receives_hops = any(other.via == name for other in config.entry_points.values())
-    strip = [h for h in IDENTITY_HEADERS if h != CORRELATION_HEADER]
-    if not receives_hops:
-        strip.append(CAUSATION_HEADER)
-    return [{"name": name, "address": entry.address, "port": entry.port, "strip_headers": strip}]
+def _listeners(name: str, entry: EntryPoint) -> list[dict[str, Any]]:
+    """The public listener, and the internal one for hops when others forward to it.
+
+    Clients can never set x-causation-id (nor any identity header): the public listener
+    strips it. Only the internal listener, which only hops reach, keeps the one a hop set.
+    """
+    public_strip = [h for h in IDENTITY_HEADERS if h != CORRELATION_HEADER] + [CAUSATION_HEADER]
+    listeners = [
+        {"name": name, "address": entry.address, "port": entry.port,
+         "strip_headers": public_strip, "internal": False},
+    ]  # fmt: skip
+    if entry.internal is not None:
+        listeners.append(
+            {"name": f"{name}_internal", "address": entry.internal.address,
+             "port": entry.internal.port, "internal": True,
+             "strip_headers": [h for h in public_strip if h != CAUSATION_HEADER]}
+        )  # fmt: skip
+    return listeners
 
 
 def _forward_target(config: GatewayConfig, entry: EntryPoint) -> tuple[str, int]:
-    """Where a hop reaches the entry point it forwards to."""
+    """Where a hop reaches the entry point it forwards to: that one's internal listener."""
     assert entry.via is not None
     target = config.entry_points[entry.via]
-    host = target.host or ("127.0.0.1" if target.address in ("0.0.0.0", "::") else target.address)
-    return host, target.port
+    if target.internal is None:  # refused by the config checks; never rendered
+        raise ValueError(f"entry point {entry.via!r} has no internal listener")
+    address = target.internal.address
+    host = target.host or ("127.0.0.1" if address in ("0.0.0.0", "::") else address)
+    return host, target.internal.port
 
 
 def _clusters(config: GatewayConfig, entry: EntryPoint, routes: list[Route]) -> list[Any]:
@@ -185,7 +199,7 @@ def entry_point_view(
     return {
         "name": name,
         "gateway_type": str(entry.gateway_type),
-        "listeners": _listeners(config, name, entry),
+        "listeners": _listeners(name, entry),
         "admin": {"address": entry.admin.address, "port": entry.admin.port},
         "config_dir": str(config_dir),
         "readiness_path": entry.readiness_path,

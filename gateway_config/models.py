@@ -33,15 +33,28 @@ class Admin(_Strict):
     port: Port
 
 
+class InternalListener(_Strict):
+    """The way in for hops only (CP/PP -> PLANT): trusts the hop's x-causation-id.
+
+    Loopback by default; a private network address (compose: 0.0.0.0, not published) when
+    the hops run elsewhere. Clients never reach it, so the public listener strips the header.
+    """
+
+    address: str = "127.0.0.1"
+    port: Port
+
+
 class EntryPoint(_Strict):
     gateway_type: GatewayType
     address: str = "127.0.0.1"
     port: Port
-    # how other hops reach it (compose: the service name); default: its address
+    # how other hops reach it (compose: the service name); default: its internal address
     host: str | None = None
     admin: Admin
     # Another entry point to forward every route to (CP/PP -> PLANT); unset: the route's upstream.
     via: Name | None = None
+    # Required on an entry point others forward to (a `via` target), refused elsewhere.
+    internal: InternalListener | None = None
     readiness_path: str = Field(default="/ready", pattern=r"^/[A-Za-z0-9/_.-]*$")
 
 

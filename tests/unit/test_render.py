@@ -132,7 +132,7 @@ def test_request_header_filter_runs_before_ext_authz(out: Path) -> None:
         assert names[-1] == "envoy.filters.http.router"
 
 
-LISTENERS = [("plant", "plant"), ("cp", "cp"), ("pp", "pp")]
+LISTENERS = [("plant", "plant"), ("plant", "plant_internal"), ("cp", "cp"), ("pp", "pp")]
 
 
 @pytest.mark.parametrize(("entry", "listener"), LISTENERS)
@@ -144,8 +144,19 @@ def test_every_identity_header_is_dropped_or_replaced(out: Path, entry: str, lis
             assert 'headers:replace("x-correlation-id"' in lua
         else:
             assert f'"{header}"' in strip_line
-    # clients may not set the causation id on CP/PP; PLANT keeps the one CP/PP sets
-    assert ('"x-causation-id"' in strip_line) == (entry != "plant")
+    # no client sets the causation id: only the internal listener, for hops, keeps one
+    assert ('"x-causation-id"' in strip_line) == (listener != "plant_internal")
+
+
+def test_only_the_entry_point_others_forward_to_has_an_internal_listener(out: Path) -> None:
+    names = {entry: [r["name"] for r in _resources(out, entry, "lds")] for entry in ENTRIES}
+    assert names == {"plant": ["plant", "plant_internal"], "cp": ["cp"], "pp": ["pp"]}
+    internal = {r["name"]: r for r in _resources(out, "plant", "lds")}["plant_internal"]
+    assert internal["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 8190}
+    # the same routes and checks as the public listener: only the trust in x-causation-id differs
+    public, hop = _hcm(out, "plant"), _hcm(out, "plant", "plant_internal")
+    assert hop["rds"] == public["rds"]
+    assert [f["name"] for f in hop["http_filters"]] == [f["name"] for f in public["http_filters"]]
 
 
 @pytest.mark.parametrize(("entry", "listener"), LISTENERS)
@@ -220,7 +231,7 @@ def test_routes_follow_their_entry_points(out: Path) -> None:
 
 
 def test_cp_and_pp_forward_to_plant_with_their_request_id_as_causation(out: Path) -> None:
-    plant_port = yaml.safe_load(EXAMPLE.read_text())["entry_points"]["plant"]["port"]
+    plant_port = yaml.safe_load(EXAMPLE.read_text())["entry_points"]["plant"]["internal"]["port"]
     for entry in ("cp", "pp"):
         clusters = {c["name"]: c for c in _resources(out, entry, "cds")}
         assert set(clusters) == {"authz", "gateway_plant"}
@@ -319,9 +330,14 @@ def test_set_overrides_ports(tmp_path: Path) -> None:
     assert code == 0
     listener = _resources(tmp_path, "plant", "lds")[0]
     assert listener["address"]["socket_address"]["port_value"] == 18090
+    code = render.main(
+        ["--config", str(EXAMPLE), "--out", str(tmp_path), "--set",
+         "entry_points.plant.internal.port=18190"]
+    )  # fmt: skip
+    assert code == 0
     cp_plant = next(c for c in _resources(tmp_path, "cp", "cds") if c["name"] == "gateway_plant")
     endpoint = cp_plant["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-    assert endpoint["address"]["socket_address"]["port_value"] == 18090
+    assert endpoint["address"]["socket_address"]["port_value"] == 18190
 
 
 def test_unchanged_files_are_not_rewritten(tmp_path: Path) -> None:
@@ -335,12 +351,16 @@ def test_unchanged_files_are_not_rewritten(tmp_path: Path) -> None:
 
 
 def test_hops_reach_plant_by_its_host_name_in_compose(tmp_path: Path) -> None:
-    overrides = {"entry_points": {"plant": {"address": "0.0.0.0", "host": "plant"}}}
+    overrides = {
+        "entry_points": {
+            "plant": {"address": "0.0.0.0", "host": "plant", "internal": {"address": "0.0.0.0"}}
+        }
+    }
     render.render_all(EXAMPLE, tmp_path, overrides=overrides)
     cluster = next(c for c in _resources(tmp_path, "pp", "cds") if c["name"] == "gateway_plant")
     assert cluster["type"] == "STRICT_DNS"
     endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-    assert endpoint["address"]["socket_address"] == {"address": "plant", "port_value": 8090}
+    assert endpoint["address"]["socket_address"] == {"address": "plant", "port_value": 8190}
 
 
 def test_runtime_config_lists_the_headers_envoy_sends(tmp_path: Path) -> None:

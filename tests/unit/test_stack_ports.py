@@ -12,9 +12,9 @@ from gateway_config import load_gateway_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "gateway.yaml"
 # What the stack binds besides the datastores (which always take free ports): each entry
-# point's public and admin listeners, the backend, the authz gRPC, metrics and admin.
-NAMES = {"plant", "cp", "pp", "plant-admin", "cp-admin", "pp-admin", "backend", "authz",
-         "metrics", "admin"}  # fmt: skip
+# point's public, admin and internal listeners, the backend, the authz gRPC, metrics and admin.
+NAMES = {"plant", "cp", "pp", "plant-admin", "cp-admin", "pp-admin", "plant-internal",
+         "backend", "authz", "metrics", "admin"}  # fmt: skip
 
 
 def _well_known() -> set[int]:
@@ -22,6 +22,8 @@ def _well_known() -> set[int]:
     ports = {config.authz.port, config.upstreams["backend"].port}
     for entry in config.entry_points.values():
         ports |= {entry.port, entry.admin.port}
+        if entry.internal is not None:
+            ports.add(entry.internal.port)
     for address in (Settings.model_fields[n].default for n in ("metrics_address", "admin_address")):
         ports.add(int(address.rsplit(":", 1)[1]))
     return ports
@@ -41,16 +43,17 @@ def test_free_ports_move_every_port_to_distinct_ones() -> None:
 
 
 def test_requested_ports_win_and_the_config_follows_every_port() -> None:
-    requested = {"plant": 18090, "cp-admin": 18190, "admin": 19002}
+    requested = {"plant": 18090, "plant-internal": 18190, "admin": 19002}
     ports = choose_ports(load_gateway_config(EXAMPLE), requested, free=True)
     assert {name: ports[name] for name in requested} == requested
     config, _ = load_with_ports(EXAMPLE, ports)
     plant = config.entry_points["plant"]
     assert (plant.port, plant.admin.port) == (18090, ports["plant-admin"])
-    assert config.entry_points["cp"].admin.port == 18190
+    assert plant.internal is not None
+    assert plant.internal.port == 18190
     assert config.authz.port == ports["authz"]
 
 
 def test_an_unknown_port_name_is_refused_with_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="plant-admin"):
+    with pytest.raises(ValueError, match="plant-internal"):
         choose_ports(load_gateway_config(EXAMPLE), {"plnt": 1}, free=False)
