@@ -204,6 +204,8 @@ def entry_point_view(
         "config_dir": str(config_dir),
         "readiness_path": entry.readiness_path,
         "sets_causation_id": entry.via is not None,
+        # only the hop that talks to the upstreams sees their replies: CP/PP get PLANT's problems
+        "reaches_upstreams": entry.via is None,
         "correlation_header": CORRELATION_HEADER,
         "causation_header": CAUSATION_HEADER,
         "logged_request_headers": list(LOGGED_REQUEST_HEADERS),
