@@ -30,22 +30,13 @@ import yaml
 
 from gateway_config import ConfigError, GatewayConfig, deep_merge, load_gateway_config
 from gateway_config.envoy_view import entry_point_view
+from gateway_config.local_replies import LOCAL_REPLIES
 from gateway_config.policies import DEFAULT_POLICY_DIR
 from gateway_config.runtime import config_revision, to_runtime_config
 from gateway_config.static_bundle import static_bootstrap
 from gateway_config.targets import DEFAULT_TARGETS_FILE, target_overrides
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "envoy_templates"
-# Envoy's own error replies, rewritten as problem+json: (status, problem code, title).
-LOCAL_REPLY_PROBLEMS = (
-    (400, "bad_request", "Bad request"),
-    (404, "not_found", "Not found"),
-    (413, "payload_too_large", "Payload too large"),
-    (431, "request_header_fields_too_large", "Request header fields too large"),
-    (502, "bad_gateway", "Bad gateway"),
-    (503, "upstream_unavailable", "Upstream unavailable"),
-    (504, "upstream_timeout", "Upstream timeout"),
-)
 # Written in this order: runtime first, clusters before the routes and listeners using them.
 DYNAMIC_FILES = ("cds", "rds", "lds")
 
@@ -89,11 +80,13 @@ def render_config(
     }
     for name in config.entry_points:
         view = entry_point_view(config, name, revision, seen_by_envoy / name)
-        lua = env.get_template("request_ids.lua.j2").render(view=view)
-        context = {"view": view, "revision": revision, "lua": lua}
+        for listener in view["listeners"]:
+            lua = env.get_template("request_ids.lua.j2")
+            listener["lua"] = lua.render(view=view, listener=listener)
+        context = {"view": view, "revision": revision}
         for kind in DYNAMIC_FILES:
             text = env.get_template(f"{kind}.yaml.j2").render(
-                **context, problems=LOCAL_REPLY_PROBLEMS
+                **context, local_replies=LOCAL_REPLIES
             )
             files[envoy_out / name / f"{kind}.yaml"] = text
         files[envoy_out / f"{name}.yaml"] = env.get_template("bootstrap.yaml.j2").render(**context)

@@ -17,6 +17,7 @@ from authz_service.explain import Explainer, ExplainInput, ExplainInputError, Ex
 from authz_service.pipeline import Pipeline
 from authz_service.principal import ClaimError, principal_from_claims
 from authz_service.reload import Reloader
+from authz_service.runtime_config import BudgetSubject
 from authz_service.stages.budget import budget_windows
 
 log = logging.getLogger(__name__)
@@ -86,15 +87,18 @@ class GatewayAdminService(pb_grpc.GatewayAdminServicer):
             raise  # unreachable: abort raises
 
     async def Budget(self, request: Any, context: Any) -> pb.BudgetResponse:  # noqa: N802
-        if not request.subject:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "subject is required")
+        try:
+            subject = BudgetSubject.parse(request.subject)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise  # unreachable: abort raises
         budgets = self._pipeline.config.budgets
         plan = request.plan or "standard"
-        metrics = {*budgets.plans.get(plan, {}), *budgets.overrides.get(request.subject, {})}
+        metrics = {*budgets.plans.get(plan, {}), *budgets.overrides.of(subject)}
         now = time.time()
         reply = pb.BudgetResponse()
         for metric in sorted(metrics):
-            windows, names = budget_windows(budgets, plan, request.subject, metric, now)
+            windows, names = budget_windows(budgets, plan, subject, metric, now)
             try:
                 usage = await self._pipeline.budget_store.peek(windows, 0)
             except DependencyUnavailableError as exc:

@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("path")
     budget = commands.add_parser("budget", help="usage and remaining budget of a subject")
     budget.add_argument("--plan", default="", help="the subject's plan (default: standard)")
-    budget.add_argument("subject", help="customer id, or user id for users without one")
+    budget.add_argument(
+        "subject", help="customer:<customer id>, or user:<user id> for users without a customer"
+    )
     commands.add_parser("reload", help="re-read runtime.json and the policies")
     return parser
 

@@ -97,7 +97,8 @@ class Denial:
         if self.code is ErrorCode.TOKEN_MISSING:
             headers.append(("www-authenticate", f'Bearer realm="{BEARER_REALM}"'))
         elif self.code in _TOKEN_CODES:
-            description = self.detail.replace("\\", "").replace('"', "'")
+            # a header value: printable ASCII only (the detail may quote a token's own text)
+            description = "".join(c for c in self.detail if " " <= c <= "~" and c not in '\\"')
             headers.append(
                 (
                     "www-authenticate",

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from authz_service.runtime_config import BudgetSubject
+
 PLANS = ("trial", "standard", "enterprise")
+# Identity claims reach the upstream as header values (x-user-id, x-customer-id, x-roles) and
+# the audit trail: a control character would split or break the header (Envoy refuses the
+# check response: a 503), a lone surrogate is no UTF-8, and Envoy trims the whitespace around a
+# value, so " alice" would be alice upstream but another budget subject here.
+MAX_IDENTITY_CHARS = 256
+_NOT_HEADER_SAFE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]|^\s|\s$")
+# x-roles is a comma-separated list: a role holding a comma or a space would become two roles
+# upstream while RBAC here saw one
+_ROLE = re.compile(r"[^\s,\x00-\x1f\x7f\ud800-\udfff]{1,128}")
 
 
 class ClaimError(ValueError):
@@ -27,9 +40,11 @@ class Principal:
     expires_at: float  # unix seconds
 
     @property
-    def budget_subject(self) -> str:
+    def budget_subject(self) -> BudgetSubject:
         """Budgets are per customer, or per user when the user has no customer."""
-        return self.customer_id or self.user_id
+        if self.customer_id is not None:
+            return BudgetSubject("customer", self.customer_id)
+        return BudgetSubject("user", self.user_id)
 
     def policy_input(self) -> dict[str, Any]:
         return {
@@ -48,6 +63,11 @@ def _optional_str(claims: Mapping[str, Any], name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise ClaimError(f"claim '{name}' must be a string")
+    if len(value) > MAX_IDENTITY_CHARS or _NOT_HEADER_SAFE.search(value):
+        raise ClaimError(
+            f"claim '{name}' must be at most {MAX_IDENTITY_CHARS} characters, without control "
+            "characters or surrounding whitespace"
+        )
     return value
 
 
@@ -57,6 +77,8 @@ def _roles(claims: Mapping[str, Any]) -> tuple[str, ...]:
         value = [part for part in value.replace(",", " ").split() if part]
     if not isinstance(value, list) or not all(isinstance(role, str) for role in value):
         raise ClaimError("claim 'roles' must be a list of strings")
+    if not all(_ROLE.fullmatch(role) for role in value):
+        raise ClaimError("claim 'roles' holds a role with a comma, whitespace or control character")
     return tuple(dict.fromkeys(value))
 
 
@@ -67,7 +89,13 @@ def _timestamp(claims: Mapping[str, Any], name: str) -> float | None:
     if isinstance(value, bool):
         raise ClaimError(f"claim '{name}' must be unix seconds or RFC 3339")
     if isinstance(value, int | float):
-        return float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+        if not math.isfinite(seconds):
+            raise ClaimError(f"claim '{name}' is out of range")
+        return seconds
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -75,7 +103,10 @@ def _timestamp(claims: Mapping[str, Any], name: str) -> float | None:
             raise ClaimError(f"claim '{name}' must be unix seconds or RFC 3339") from exc
         if parsed.tzinfo is None:
             raise ClaimError(f"claim '{name}' needs a timezone")
-        return parsed.timestamp()
+        try:
+            return parsed.timestamp()
+        except (OverflowError, ValueError) as exc:
+            raise ClaimError(f"claim '{name}' is out of range") from exc
     raise ClaimError(f"claim '{name}' must be unix seconds or RFC 3339")
 
 

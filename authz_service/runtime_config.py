@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # Headers the authz service sets for the upstream. Envoy strips client-supplied copies of
 # every one of them before ext_authz runs, so none can be spoofed.
@@ -87,15 +88,70 @@ class RouteRule(_Strict):
     shadow: tuple[ShadowStage, ...] | None = None
 
 
+SubjectKind = Literal["customer", "user"]
+SUBJECT_KINDS: tuple[SubjectKind, ...] = ("customer", "user")
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSubject:
+    """Who a budget belongs to: a customer, or a user who has none.
+
+    The kind is part of every counter key and override lookup, so a user whose `sub` equals a
+    customer id never spends that customer's budget nor gets its override.
+    """
+
+    kind: SubjectKind
+    id: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+    @classmethod
+    def parse(cls, text: str) -> BudgetSubject:
+        """`customer:<id>` or `user:<id>` (the admin API's form); ValueError otherwise."""
+        kind, _, ident = text.partition(":")
+        for known in SUBJECT_KINDS:
+            if kind == known and ident:
+                return cls(known, ident)
+        raise ValueError(f"subject {text[:64]!r} is not customer:<id> or user:<id>")
+
+
+# metric -> window -> limit
+MetricLimits = dict[str, dict[Window, int]]
+
+
+class BudgetOverrides(_Strict):
+    """Limits that replace the plan's for one subject, grouped by the subject's kind."""
+
+    customers: dict[str, MetricLimits] = Field(default_factory=dict)
+    users: dict[str, MetricLimits] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _grouped_by_kind(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            flat = [key for key in value if key not in ("customers", "users")]
+            if flat:
+                raise ValueError(
+                    f"overrides are grouped by subject kind, `customers:` or `users:` "
+                    f"(found {str(flat[0])[:64]!r}; a customer id and a user id may be equal)"
+                )
+        return value
+
+    def of(self, subject: BudgetSubject) -> MetricLimits:
+        table = self.customers if subject.kind == "customer" else self.users
+        return table.get(subject.id, {})
+
+
 class Budgets(_Strict):
     # plan -> metric -> window -> limit
-    plans: dict[str, dict[str, dict[Window, int]]] = Field(default_factory=dict)
-    # customer (or user) id -> metric -> window -> limit; replaces the plan's limit
-    overrides: dict[str, dict[str, dict[Window, int]]] = Field(default_factory=dict)
+    plans: dict[str, MetricLimits] = Field(default_factory=dict)
+    # customer or user id -> metric -> window -> limit; replaces the plan's limit
+    overrides: BudgetOverrides = Field(default_factory=BudgetOverrides)
 
-    def limit(self, plan: str, subject: str, metric: str, window: Window) -> int | None:
+    def limit(self, plan: str, subject: BudgetSubject, metric: str, window: Window) -> int | None:
         """The limit for a subject on a plan, or None when the metric is not limited."""
-        override = self.overrides.get(subject, {}).get(metric, {}).get(window)
+        override = self.overrides.of(subject).get(metric, {}).get(window)
         if override is not None:
             return override
         return self.plans.get(plan, {}).get(metric, {}).get(window)

@@ -11,6 +11,7 @@ import jwt
 from jwt import PyJWK
 
 from authz_service.cache import ExpiringLRU
+from authz_service.compact_jws import MalformedTokenError, parse_compact_jws
 from authz_service.errors import ErrorCode
 from authz_service.ports import KeySource, KeyUnknownError
 from authz_service.principal import ClaimError, Principal, principal_from_claims
@@ -30,6 +31,14 @@ _PYJWT_REASONS: tuple[tuple[type[Exception], ErrorCode, str], ...] = (
     (jwt.MissingRequiredClaimError, ErrorCode.TOKEN_INVALID, "a required claim is missing"),
     (jwt.InvalidAlgorithmError, ErrorCode.ALGORITHM_NOT_ALLOWED, "algorithm is not allowed"),
     (jwt.InvalidSignatureError, ErrorCode.TOKEN_INVALID, "signature verification failed"),
+    # every other refusal of pyjwt (DecodeError, InvalidTokenError, PyJWKError, ...), and what
+    # its key and claim handling raise on hostile values: a 401, never an unexpected error
+    (jwt.PyJWTError, ErrorCode.TOKEN_INVALID, "token is invalid"),
+    (ValueError, ErrorCode.TOKEN_INVALID, "token is invalid"),
+    (TypeError, ErrorCode.TOKEN_INVALID, "token is invalid"),
+    (ArithmeticError, ErrorCode.TOKEN_INVALID, "token is invalid"),
+    (LookupError, ErrorCode.TOKEN_INVALID, "token is invalid"),
+    (RecursionError, ErrorCode.TOKEN_INVALID, "token is invalid"),
 )
 _PYJWT_REJECTIONS = tuple(kind for kind, _, _ in _PYJWT_REASONS)
 
@@ -76,15 +85,13 @@ class TokenVerifier:
 
     async def _verify_uncached(self, token: str) -> Principal:
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.DecodeError as exc:
-            raise TokenRejectedError(ErrorCode.TOKEN_INVALID, "malformed token") from exc
-        alg = header.get("alg")
-        kid = header.get("kid")
-        if not isinstance(alg, str) or (kid is not None and not isinstance(kid, str)):
-            raise TokenRejectedError(ErrorCode.TOKEN_INVALID, "malformed token header")
-        issuer_name = unverified.get("iss")
+            parsed = parse_compact_jws(token)
+        except MalformedTokenError as exc:
+            raise TokenRejectedError(ErrorCode.TOKEN_INVALID, f"malformed token: {exc}") from exc
+        _require_numeric_dates(parsed.claims)
+        alg: str = parsed.header["alg"]
+        kid: str | None = parsed.header.get("kid")
+        issuer_name = parsed.claims.get("iss")
         trusted = self._issuers.get(issuer_name) if isinstance(issuer_name, str) else None
         if trusted is None:
             raise TokenRejectedError(ErrorCode.ISSUER_UNKNOWN, "token issuer is not trusted")
@@ -121,9 +128,15 @@ class TokenVerifier:
             if isinstance(exc, jwt.MissingRequiredClaimError):
                 reason = f"claim {exc.claim!r} is required"
             raise TokenRejectedError(code, reason) from exc
-        except (jwt.InvalidTokenError, jwt.InvalidKeyError, TypeError, ValueError) as exc:
-            raise TokenRejectedError(ErrorCode.TOKEN_INVALID, "token is invalid") from exc
         return claims
+
+
+def _require_numeric_dates(claims: Mapping[str, object]) -> None:
+    """RFC 7519 §2: exp, nbf and iat are JSON numbers (pyjwt also takes true and "123")."""
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise TokenRejectedError(ErrorCode.TOKEN_INVALID, f"claim {name!r} is not a number")
 
 
 def _require_key_fits(alg: str, key: PyJWK) -> None:

@@ -173,6 +173,18 @@ GATEWAY_DEV_JWT_SECRET=$dev_jwt_secret SMOKE_TOKEN=$token PYTHONPATH=$repo "$PYT
 	--database-url "postgresql://gateway:$postgres_password@127.0.0.1:$POSTGRES_PORT/gateway" ||
 	fail "the request and audit checks failed (above)"
 
+# Budgets survive a Redis restart (append-only file): a counter written before is there after.
+counter="budget:{customer:ci-smoke}:api_calls:day:$(date -u +%F)"
+compose exec -T redis redis-cli set "$counter" 7 >/dev/null
+compose restart redis >&2
+for _ in $(seq 60); do
+	[[ $(compose exec -T redis redis-cli ping 2>/dev/null | tr -d '[:space:]') == PONG ]] && break
+	sleep 1
+done
+[[ $(compose exec -T redis redis-cli get "$counter" | tr -d '[:space:]') == 7 ]] ||
+	fail "a Redis restart lost the budget counter $counter"
+log "a budget counter survived a Redis restart"
+
 log "image sizes:"
 for image in $(compose config --images | sort -u); do
 	docker image inspect --format "  {{.Size}} $image" "$image" 2>/dev/null |

@@ -146,6 +146,19 @@ def run_statuses(smoke: Smoke, customer_token: str) -> None:
         )
 
 
+def run_forged_causation(smoke: Smoke, customer_token: str) -> None:
+    """Only hops reach PLANT's internal listener: a client's x-causation-id never gets through."""
+    forged = str(uuid.uuid4())
+    reply = send(f"{smoke.urls['plant']}{ME}", "GET", customer_token, str(uuid.uuid4()),
+                 headers={"x-causation-id": forged})  # fmt: skip
+    if reply.status != 200:
+        smoke.failures.append(f"forged causation: PLANT answered {reply.status}")
+    elif forged in str(reply.body):
+        smoke.failures.append("PLANT passed a client's x-causation-id to the backend")
+    else:
+        print("smoke: a client's x-causation-id is stripped by PLANT's public listener: ok")
+
+
 def run_budget(smoke: Smoke) -> None:
     """A trial customer spends its daily budget through PLANT; then 402 through every entry."""
     customer = f"trial-ci-{uuid.uuid4().hex[:8]}"
@@ -204,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     urls = {entry: getattr(args, entry).rstrip("/") for entry in ENTRIES}
     smoke = Smoke(urls, DevIssuer(issuer=DEV_ISSUER, audience=DEV_AUDIENCE, secret=secret))
     run_statuses(smoke, customer_token)
+    run_forged_causation(smoke, customer_token)
     run_budget(smoke)
     check_audit(smoke, args.database_url)
     for failure in smoke.failures:

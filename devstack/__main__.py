@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=PORT",
-        help="e.g. plant=18090 (names: entry points, NAME-admin, backend, authz, metrics)",
+        help="e.g. plant=18090 (names: entry points, NAME-admin, NAME-internal, backend, "
+        "authz, metrics, admin)",
     )
     up.add_argument("--free-ports", action="store_true",
                     help="use free ports instead of the config's (tests)")  # fmt: skip

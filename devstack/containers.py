@@ -17,6 +17,7 @@ from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 
 from devstack.engine import require_engine
+from devstack.local import REDIS_PERSISTENCE
 from devstack.model import (
     EnvoyService,
     OpaService,
@@ -180,9 +181,7 @@ def redis_server(workdir: Path, image: str) -> Iterator[RedisService]:
     del workdir
     container = _container(image, "redis")
     port = _publish(container, 6379)
-    container.with_command(
-        ["redis-server", "--save", "", "--appendonly", "no", "--protected-mode", "no"]
-    )
+    container.with_command(["redis-server", *REDIS_PERSISTENCE, "--protected-mode", "no"])
     control = ContainerControl(container, lambda: redis_answers(LOOPBACK, port))
     with _running(control):
         yield RedisService(control=control, host=LOOPBACK, port=port)

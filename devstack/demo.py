@@ -37,10 +37,18 @@ class Reply:
     body: Any
 
 
-def send(url: str, method: str = "GET", token: str | None = None, correlation: str = "") -> Reply:
+def send(
+    url: str,
+    method: str = "GET",
+    token: str | None = None,
+    correlation: str = "",
+    headers: dict[str, str] | None = None,
+) -> Reply:
     """One request through the gateway (always 127.0.0.1); JSON bodies parsed."""
     data = b"{}" if method == "POST" else None
     request = urllib.request.Request(url, method=method, data=data)  # noqa: S310 - http only
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     if correlation:

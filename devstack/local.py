@@ -29,6 +29,10 @@ from devstack.process import ManagedProcess
 from devstack.programs import find_program
 
 GATEWAY_DB = "gateway"
+# Budgets must survive a Redis restart (docs/ARCHITECTURE.md, "Budget guarantee"): an
+# append-only file fsynced every second, no RDB snapshots. The containers provider and
+# compose/docker-compose.yml run Redis with the same arguments.
+REDIS_PERSISTENCE = ("--save", "", "--appendonly", "yes", "--appendfsync", "everysec")
 
 
 _PORT_TAKEN = ("address already in use", "could not bind", "address in use")
@@ -164,11 +168,15 @@ def _run_postgres(
 
 @contextlib.contextmanager
 def redis_server(workdir: Path) -> Iterator[RedisService]:
-    """redis-server on a free port, no persistence (a restart starts empty)."""
+    """redis-server on a free port, its append-only file in `workdir/redis` (kept between runs).
+
+    AOF with `appendfsync everysec` (REDIS_PERSISTENCE): the budget counters survive a
+    restart; a crash loses at most about the last second of consumption.
+    """
     program = find_program("redis-server")
     home = workdir / "redis"
     home.mkdir(parents=True, exist_ok=True)
-    argv = [str(program), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
+    argv = [str(program), "--bind", LOOPBACK, *REDIS_PERSISTENCE,
             "--dir", str(home), "--daemonize", "no"]  # fmt: skip
 
     def make(port: int) -> ManagedProcess:

@@ -10,17 +10,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from authz_service.settings import Settings
 from devstack.ports import LOOPBACK, free_port
 from gateway_config import GatewayConfig, load_gateway_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BACKEND_UPSTREAM = "backend"  # the upstream the reference backend stands for
-METRICS_PORT = 9464
+
+
+def _settings_port(name: str) -> int:
+    """The port of an AUTHZ_*_ADDRESS default (host:port), so there is one place for it."""
+    default: str = Settings.model_fields[name].default
+    return int(default.rsplit(":", 1)[1])
+
+
+# the authz service's own listeners besides gRPC: Prometheus and the GatewayAdmin API
+METRICS_PORT = _settings_port("metrics_address")
+ADMIN_PORT = _settings_port("admin_address")
 
 
 @dataclass(frozen=True)
 class Ports:
-    """Every port `make up` listens on, by name: entry points, their admins, backend, authz."""
+    """Every port `make up` listens on, by name: each entry point's public, admin and internal
+    listener, the backend, and the authz service's gRPC, metrics and admin ports.
+
+    PostgreSQL, Redis and OPA always take free ports of their own (devstack.local).
+    """
 
     by_name: dict[str, int]
 
@@ -29,10 +44,13 @@ class Ports:
 
     def overrides(self, config: GatewayConfig) -> dict[str, Any]:
         """The gateway-config overrides that move the config's ports to these."""
-        entry_points = {
+        entry_points: dict[str, Any] = {
             name: {"port": self[name], "admin": {"port": self[f"{name}-admin"]}}
             for name in config.entry_points
         }
+        for name, entry in config.entry_points.items():
+            if entry.internal is not None:
+                entry_points[name]["internal"] = {"port": self[f"{name}-internal"]}
         result: dict[str, Any] = {
             "entry_points": entry_points,
             "authz": {"port": self["authz"]},
@@ -44,18 +62,26 @@ class Ports:
 
 def choose_ports(config: GatewayConfig, requested: dict[str, int], *, free: bool) -> Ports:
     """The config's ports, with `requested` ones replaced; `free`: any other port is a free one."""
-    defaults: dict[str, int] = {"authz": config.authz.port, "metrics": METRICS_PORT}
+    defaults: dict[str, int] = {
+        "authz": config.authz.port, "metrics": METRICS_PORT, "admin": ADMIN_PORT
+    }  # fmt: skip
     backend = config.upstreams.get(BACKEND_UPSTREAM)
     defaults["backend"] = backend.port if backend is not None else 8091
     for name, entry in config.entry_points.items():
         defaults[name] = entry.port
         defaults[f"{name}-admin"] = entry.admin.port
+        if entry.internal is not None:
+            defaults[f"{name}-internal"] = entry.internal.port
     unknown = set(requested) - set(defaults)
     if unknown:
         raise ValueError(f"unknown port name(s) {sorted(unknown)}; known: {sorted(defaults)}")
-    chosen = {
-        name: requested.get(name, free_port() if free else port) for name, port in defaults.items()
-    }
+    chosen: dict[str, int] = {}
+    for name, port in defaults.items():
+        wanted = requested.get(name, port)
+        # free ports never repeat one another nor a requested one
+        while name not in requested and free and (wanted in chosen.values() or wanted == port):
+            wanted = free_port()
+        chosen[name] = wanted
     return Ports(chosen)
 
 

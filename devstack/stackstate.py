@@ -50,6 +50,8 @@ class StackState:
     supervisor: Tracked
     children: list[Tracked] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
+    # every port `make up` chose for the gateway's own listeners (devstack.stackconfig.Ports)
+    ports: dict[str, int] = field(default_factory=dict)
     database_url: str = ""
     audit_spool_dir: str = ""
     defaults: list[str] = field(default_factory=list)

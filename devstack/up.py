@@ -159,12 +159,14 @@ def _start_apps(
     issuer = devkey.load_or_create(options.var_dir)
     authz = f"{LOOPBACK}:{ports['authz']}"
     metrics = f"{LOOPBACK}:{ports['metrics']}"
+    admin = f"{LOOPBACK}:{ports['admin']}"
     stack.env |= {
         "AUTHZ_GRPC_ADDRESS": authz,
         "AUTHZ_RUNTIME_CONFIG": str(options.build_dir / "authz" / "runtime.json"),
         "AUTHZ_JWT_ISSUERS": issuer.settings_json(),
         "AUTHZ_POLICY_DIR": str(REPO_ROOT / "policies"),
         "AUTHZ_METRICS_ADDRESS": metrics,
+        "AUTHZ_ADMIN_ADDRESS": admin,
     }
     _process(
         stack,
@@ -173,7 +175,9 @@ def _start_apps(
         [sys.executable, "-m", "authz_service", "serve"],
         lambda: health_probe.serving(authz),
     )
-    stack.rows.append(("authz (gRPC)", authz, f"metrics http://{metrics}/metrics"))
+    stack.rows.append(
+        ("authz (gRPC)", authz, f"metrics http://{metrics}/metrics, admin API {admin}")
+    )
 
 
 def _start_envoys(
@@ -269,7 +273,8 @@ def _prepare(options: UpOptions) -> tuple[GatewayConfig, Ports] | None:
 
 def _run_stack(options: UpOptions, config: GatewayConfig, ports: Ports) -> int:
     supervisor = Tracked.of("devstack up", os.getpid())
-    stack = Stack(state=StackState(supervisor=supervisor), var_dir=options.var_dir)
+    state = StackState(supervisor=supervisor, ports=dict(ports.by_name))
+    stack = Stack(state=state, var_dir=options.var_dir)
     stack.state.write(options.var_dir)
     # ExitStack outermost: signals are ignored before the processes are stopped
     with contextlib.ExitStack() as exits, _signals_stop():

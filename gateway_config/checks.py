@@ -20,6 +20,7 @@ def find_problems(config: GatewayConfig, policy_dir: Path) -> list[Problem]:
     return [
         *_duplicate_ports(config),
         *_entry_point_links(config),
+        *_limits(config),
         *_rbac_permissions(config),
         *_route_references(config),
         *_route_authorization(config, policy_dir),
@@ -50,6 +51,9 @@ def _duplicate_ports(config: GatewayConfig) -> Iterator[Problem]:
     for name, entry in config.entry_points.items():
         yield from claim(f"entry_points.{name}.port", entry.address, entry.port)
         yield from claim(f"entry_points.{name}.admin.port", entry.admin.address, entry.admin.port)
+        if entry.internal is not None:
+            internal = entry.internal
+            yield from claim(f"entry_points.{name}.internal.port", internal.address, internal.port)
     yield from claim("authz.port", config.authz.host, config.authz.port)
     for name, upstream in config.upstreams.items():
         yield from claim(f"upstreams.{name}.port", upstream.host, upstream.port)
@@ -65,6 +69,15 @@ def _entry_point_links(config: GatewayConfig) -> Iterator[Problem]:
                 f"{types_seen[entry.gateway_type]!r}",
             )
         types_seen[entry.gateway_type] = name
+        forwarded_to = any(other.via == name for other in config.entry_points.values())
+        if forwarded_to and entry.internal is None:
+            yield (
+                f"entry_points.{name}.internal",
+                "other entry points forward to it: give them an internal listener "
+                "(internal: {port: ...}), the only way in that trusts x-causation-id",
+            )
+        elif entry.internal is not None and not forwarded_to:
+            yield f"entry_points.{name}.internal", "no entry point forwards to it (via)"
         if entry.via is None:
             continue
         target = config.entry_points.get(entry.via)
@@ -72,6 +85,16 @@ def _entry_point_links(config: GatewayConfig) -> Iterator[Problem]:
             yield f"entry_points.{name}.via", f"unknown entry point {entry.via!r}"
         elif target.via is not None or entry.via == name:
             yield f"entry_points.{name}.via", f"{entry.via!r} must send to an upstream itself"
+
+
+def _limits(config: GatewayConfig) -> Iterator[Problem]:
+    limits = config.limits
+    if limits.max_path_bytes >= limits.max_request_headers_kb * 1024:
+        yield (
+            "limits.max_path_bytes",
+            f"{limits.max_path_bytes} bytes is not below max_request_headers_kb "
+            f"({limits.max_request_headers_kb} KiB), which already bounds the path",
+        )
 
 
 def _rbac_permissions(config: GatewayConfig) -> Iterator[Problem]:

@@ -18,7 +18,8 @@ from authz_service.runtime_config import (
     CTX_SHADOW,
     IDENTITY_HEADERS,
 )
-from gateway_config.models import EntryPoint, GatewayConfig, HealthCheck, Route
+from gateway_config.local_replies import UNSUPPORTED_METHOD_DETAIL, UPSTREAM_ERROR
+from gateway_config.models import HTTP_METHODS, EntryPoint, GatewayConfig, HealthCheck, Route
 
 AUTHZ_CLUSTER = "authz"
 CORRELATION_HEADER = "x-correlation-id"
@@ -131,82 +132,135 @@ def _host_rewrite(cluster: dict[str, Any]) -> str | None:
     return str(cluster["host"]) if cluster["tls"] else None
 
 
+def _listeners(name: str, entry: EntryPoint) -> list[dict[str, Any]]:
+    """The public listener, and the internal one for hops when others forward to it.
+
+    Clients can never set x-causation-id (nor any identity header): the public listener
+    strips it. Only the internal listener, which only hops reach, keeps the one a hop set.
+    """
+    public_strip = [h for h in IDENTITY_HEADERS if h != CORRELATION_HEADER] + [CAUSATION_HEADER]
+    listeners = [
+        {"name": name, "address": entry.address, "port": entry.port,
+         "strip_headers": public_strip, "internal": False},
+    ]  # fmt: skip
+    if entry.internal is not None:
+        listeners.append(
+            {"name": f"{name}_internal", "address": entry.internal.address,
+             "port": entry.internal.port, "internal": True,
+             "strip_headers": [h for h in public_strip if h != CAUSATION_HEADER]}
+        )  # fmt: skip
+    return listeners
+
+
+def _forward_target(config: GatewayConfig, entry: EntryPoint) -> tuple[str, int]:
+    """Where a hop reaches the entry point it forwards to: that one's internal listener.
+
+    A target whose hops cross a TLS front end (Cloud Run: `hop_port`, `hop_tls`) is reached
+    there instead; the front end admits only invokers holding an ID token for it.
+    """
+    assert entry.via is not None
+    target = config.entry_points[entry.via]
+    if target.hop_port is not None:
+        address = target.address
+        host = target.host or ("127.0.0.1" if address in ("0.0.0.0", "::") else address)
+        return host, target.hop_port
+    if target.internal is None:  # refused by the config checks; never rendered
+        raise ValueError(f"entry point {entry.via!r} has no internal listener")
+    address = target.internal.address
+    host = target.host or ("127.0.0.1" if address in ("0.0.0.0", "::") else address)
+    return host, target.internal.port
+
+
+def _clusters(config: GatewayConfig, entry: EntryPoint, routes: list[Route]) -> list[Any]:
+    """The authz service, then the entry point it forwards to or the routes' upstreams."""
+    authz = config.authz
+    clusters = [_cluster(AUTHZ_CLUSTER, authz.host, authz.port, authz.connect_timeout_ms,
+                         http2=True)]  # fmt: skip
+    if entry.via is not None:
+        target = config.entry_points[entry.via]
+        host, port = _forward_target(config, entry)
+        readiness = HealthCheck(path=target.readiness_path)
+        clusters.append(
+            _cluster(_gateway_cluster_name(entry.via), host, port, 1000, health_check=readiness,
+                     tls=target.hop_tls, id_token_audience=target.hop_id_token_audience)
+        )  # fmt: skip
+    else:
+        for upstream_name in dict.fromkeys(route.upstream for route in routes):
+            upstream = config.upstreams[upstream_name]
+            clusters.append(
+                _cluster(upstream_name, upstream.host, upstream.port, upstream.connect_timeout_ms,
+                         health_check=upstream.health_check, tls=upstream.tls,
+                         id_token_audience=upstream.id_token_audience)
+            )  # fmt: skip
+    if any(cluster["id_token_audience"] for cluster in clusters):
+        clusters.append(_cluster(GCP_METADATA_CLUSTER, GCP_METADATA_HOST, 80, 1000))
+    return clusters
+
+
+def _limits(config: GatewayConfig) -> dict[str, Any]:
+    limits = config.limits
+    return {
+        "max_request_headers_kb": limits.max_request_headers_kb,
+        "max_path_bytes": limits.max_path_bytes,
+        "max_request_bytes": limits.max_request_bytes,
+        "request_headers_timeout": _seconds(limits.request_headers_timeout_ms),
+        "request_receive_timeout": _seconds(limits.request_receive_timeout_ms),
+        "drain_time": f"{limits.drain_time_s}s",
+    }
+
+
+def _route_views(
+    config: GatewayConfig,
+    entry: EntryPoint,
+    routes: list[Route],
+    revision: str,
+    clusters: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    by_name = {cluster["name"]: cluster for cluster in clusters}
+    return [
+        {
+            "id": route.id,
+            "match": _envoy_match(route),
+            "cluster": _route_cluster(entry, route),
+            "host_rewrite": _host_rewrite(by_name[_route_cluster(entry, route)]),
+            "timeout": _seconds(route.timeout_ms or config.limits.request_timeout_ms),
+            "public": route.public,
+            "max_request_bytes": route.max_request_bytes,
+            "context_extensions": _context_extensions(config, entry, route, revision),
+        }
+        for route in routes
+    ]
+
+
 def entry_point_view(
     config: GatewayConfig, name: str, revision: str, config_dir: Path
 ) -> dict[str, Any]:
     """Everything the bootstrap, lds, cds and rds templates need for one entry point."""
     entry = config.entry_points[name]
     routes = [route for route in config.routes if name in route.entry_points]
-    clusters = [
-        _cluster(
-            AUTHZ_CLUSTER,
-            config.authz.host,
-            config.authz.port,
-            config.authz.connect_timeout_ms,
-            http2=True,
-        )
-    ]
-    if entry.via is not None:
-        target = config.entry_points[entry.via]
-        host = target.host or (
-            "127.0.0.1" if target.address in ("0.0.0.0", "::") else target.address
-        )
-        clusters.append(
-            _cluster(
-                _gateway_cluster_name(entry.via),
-                host,
-                target.hop_port or target.port,
-                1000,
-                health_check=HealthCheck(path=target.readiness_path),
-                tls=target.hop_tls,
-                id_token_audience=target.hop_id_token_audience,
-            )
-        )
-    else:
-        for upstream_name in dict.fromkeys(route.upstream for route in routes):
-            upstream = config.upstreams[upstream_name]
-            clusters.append(
-                _cluster(
-                    upstream_name,
-                    upstream.host,
-                    upstream.port,
-                    upstream.connect_timeout_ms,
-                    health_check=upstream.health_check,
-                    tls=upstream.tls,
-                    id_token_audience=upstream.id_token_audience,
-                )
-            )
-    by_name = {cluster["name"]: cluster for cluster in clusters}
-    if any(cluster["id_token_audience"] for cluster in clusters):
-        clusters.append(_cluster(GCP_METADATA_CLUSTER, GCP_METADATA_HOST, 80, 1000))
-    # clients may send x-causation-id only to an entry point other hops forward to
-    receives_hops = any(other.via == name for other in config.entry_points.values())
-    strip = [h for h in IDENTITY_HEADERS if h != CORRELATION_HEADER]
-    if not receives_hops:
-        strip.append(CAUSATION_HEADER)
+    clusters = _clusters(config, entry, routes)
     return {
         "name": name,
         "gateway_type": str(entry.gateway_type),
-        "address": entry.address,
-        "port": entry.port,
+        "listeners": _listeners(name, entry),
         "admin": {"address": entry.admin.address, "port": entry.admin.port},
         "config_dir": str(config_dir),
         "readiness_path": entry.readiness_path,
         "sets_causation_id": entry.via is not None,
-        "strip_headers": strip,
+        # only the hop that talks to the upstreams sees their replies: CP/PP get PLANT's problems
+        "reaches_upstreams": entry.via is None,
         "correlation_header": CORRELATION_HEADER,
         "causation_header": CAUSATION_HEADER,
         "logged_request_headers": list(LOGGED_REQUEST_HEADERS),
+        "methods": list(HTTP_METHODS),
+        "unsupported_method_detail": UNSUPPORTED_METHOD_DETAIL,
+        "upstream_error": {"code": UPSTREAM_ERROR[0], "title": UPSTREAM_ERROR[1]},
         "authz": {
             "cluster": AUTHZ_CLUSTER,
             "timeout": _seconds(config.authz.timeout_ms),
             "request_headers": list(config.authz.check_request_headers()),
         },
-        "limits": {
-            "max_request_headers_kb": config.limits.max_request_headers_kb,
-            "max_request_bytes": config.limits.max_request_bytes,
-            "drain_time": f"{config.limits.drain_time_s}s",
-        },
+        "limits": _limits(config),
         "clusters": clusters,
         "tls_ca_file": config.tls_ca_file,
         "id_tokens": {
@@ -214,17 +268,5 @@ def entry_point_view(
             "cluster": GCP_METADATA_CLUSTER,
             "header": ID_TOKEN_HEADER,
         },
-        "routes": [
-            {
-                "id": route.id,
-                "match": _envoy_match(route),
-                "cluster": _route_cluster(entry, route),
-                "host_rewrite": _host_rewrite(by_name[_route_cluster(entry, route)]),
-                "timeout": _seconds(route.timeout_ms or config.limits.request_timeout_ms),
-                "public": route.public,
-                "max_request_bytes": route.max_request_bytes,
-                "context_extensions": _context_extensions(config, entry, route, revision),
-            }
-            for route in routes
-        ],
+        "routes": _route_views(config, entry, routes, revision, clusters),
     }

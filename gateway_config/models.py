@@ -18,6 +18,8 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
 Permission = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]*:[a-z][a-z0-9_.-]*$")]
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# The only methods the gateway routes; any other (CONNECT, TRACE, extensions) gets a 501.
+HTTP_METHODS: tuple[HttpMethod, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 class _Strict(BaseModel):
@@ -31,15 +33,28 @@ class Admin(_Strict):
     port: Port
 
 
+class InternalListener(_Strict):
+    """The way in for hops only (CP/PP -> PLANT): trusts the hop's x-causation-id.
+
+    Loopback by default; a private network address (compose: 0.0.0.0, not published) when
+    the hops run elsewhere. Clients never reach it, so the public listener strips the header.
+    """
+
+    address: str = "127.0.0.1"
+    port: Port
+
+
 class EntryPoint(_Strict):
     gateway_type: GatewayType
     address: str = "127.0.0.1"
     port: Port
-    # how other hops reach it (compose: the service name); default: its address
+    # how other hops reach it (compose: the service name); default: its internal address
     host: str | None = None
     admin: Admin
     # Another entry point to forward every route to (CP/PP -> PLANT); unset: the route's upstream.
     via: Name | None = None
+    # Required on an entry point others forward to (a `via` target), refused elsewhere.
+    internal: InternalListener | None = None
     readiness_path: str = Field(default="/ready", pattern=r"^/[A-Za-z0-9/_.-]*$")
     # How the hops that forward to it connect (render --target): the port on `host` (default:
     # `port`; 443 for a Cloud Run URL), HTTPS, and the audience of the Google ID token it needs.
@@ -109,8 +124,14 @@ class Authz(_Strict):
 
 class Limits(_Strict):
     max_request_headers_kb: int = Field(default=60, ge=1, le=8192)
+    # the request target (path and query) in bytes; longer ones get a 414 problem before any
+    # check, so a backend's own limit (aiohttp: 8190) never answers in its own format
+    max_path_bytes: int = Field(default=4096, ge=64, le=65_536)
     max_request_bytes: int = Field(default=1_048_576, ge=1)
     request_timeout_ms: int = Field(default=15_000, ge=1)
+    # from the first byte of a request to its last (headers and body), else a 408 problem
+    request_headers_timeout_ms: int = Field(default=10_000, ge=1)
+    request_receive_timeout_ms: int = Field(default=60_000, ge=1)
     drain_time_s: int = Field(default=10, ge=0)
 
 

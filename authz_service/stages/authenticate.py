@@ -15,8 +15,9 @@ async def authenticate(
     header = check.headers.get("authorization", "")
     if not header:
         return Denial(ErrorCode.TOKEN_MISSING, Stage.AUTHENTICATE, "a bearer token is required")
+    # RFC 6750 §2.1: "Bearer" 1*SP token; any other whitespace is part of a malformed token
     scheme, _, token = header.partition(" ")
-    token = token.strip()
+    token = token.lstrip(" ")
     if scheme.lower() != "bearer" or not token:
         return Denial(
             ErrorCode.TOKEN_MISSING, Stage.AUTHENTICATE, "the Authorization header is not Bearer"

@@ -13,7 +13,7 @@ from authz_service.check_context import CheckContext
 from authz_service.errors import Denial, ErrorCode, Stage
 from authz_service.ports import BudgetStore, BudgetWindow
 from authz_service.principal import Principal
-from authz_service.runtime_config import Budgets, Window
+from authz_service.runtime_config import Budgets, BudgetSubject, Window
 
 WINDOWS: tuple[Window, ...] = ("day", "month")
 
@@ -64,8 +64,19 @@ def window_period(window: Window, now: float) -> tuple[str, float]:
     return cached.period, cached.resets_at
 
 
+def counter_key(subject: BudgetSubject, metric: str, window: Window, period: str) -> str:
+    """`budget:{kind:id}:metric:window:period`; one key per subject kind, id and window.
+
+    The hash tag `{kind:id}` keeps a subject's counters in one Redis Cluster slot; `%`, `{`
+    and `}` in an id are escaped so the tag is always the whole subject and no two subjects
+    (or a crafted id and another subject's window) share a key.
+    """
+    escaped = subject.id.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+    return f"budget:{{{subject.kind}:{escaped}}}:{metric}:{window}:{period}"
+
+
 def budget_windows(
-    budgets: Budgets, plan: str, subject: str, metric: str, now: float
+    budgets: Budgets, plan: str, subject: BudgetSubject, metric: str, now: float
 ) -> tuple[list[BudgetWindow], list[tuple[Window, float]]]:
     """The limited windows of a subject's metric: counters, and (window name, reset time)."""
     windows: list[BudgetWindow] = []
@@ -76,8 +87,7 @@ def budget_windows(
             continue
         period, resets_at = window_period(window, now)
         ttl = max(1, math.ceil(resets_at - now) + 60)
-        # the hash tag keeps a subject's counters in one Redis Cluster slot
-        windows.append(BudgetWindow(f"budget:{{{subject}}}:{metric}:{window}:{period}", limit, ttl))
+        windows.append(BudgetWindow(counter_key(subject, metric, window, period), limit, ttl))
         names.append((window, resets_at))
     return windows, names
 

@@ -171,7 +171,7 @@ class GatewayStack:
     options: StackOptions
     config_path: Path
     out_dir: Path
-    ports: dict[str, int]  # plant, cp, pp, <name>_admin, backend, authz, metrics, admin
+    ports: dict[str, int]  # plant, cp, pp, <name>_admin, plant_internal, backend, authz, ...
     revision: str = ""
     envoys: dict[str, EnvoyService] = field(default_factory=dict)
     processes: dict[str, ChildProcess] = field(default_factory=dict)
@@ -221,11 +221,13 @@ class GatewayStack:
     def gateway_config(self, extra_routes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The example config on this stack's ports, plus the option's and `extra_routes`."""
         raw = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+        entry_points: dict[str, Any] = {
+            name: {"port": self.ports[name], "admin": {"port": self.ports[f"{name}_admin"]}}
+            for name in ENTRY_POINTS
+        }
+        entry_points["plant"]["internal"] = {"port": self.ports["plant_internal"]}
         ports = {
-            "entry_points": {
-                name: {"port": self.ports[name], "admin": {"port": self.ports[f"{name}_admin"]}}
-                for name in ENTRY_POINTS
-            },
+            "entry_points": entry_points,
             "upstreams": {"backend": {"port": self.ports["backend"]}},
             "authz": {"port": self.ports["authz"], "timeout_ms": self.options.authz_timeout_ms},
         }
@@ -335,7 +337,8 @@ def _stop_processes(stack: GatewayStack) -> None:
 @contextlib.contextmanager
 def gateway_stack_running(workdir: Path, options: StackOptions) -> Iterator[GatewayStack]:
     names = [
-        *ENTRY_POINTS, *(f"{n}_admin" for n in ENTRY_POINTS), "backend", "authz", "metrics", "admin"
+        *ENTRY_POINTS, *(f"{n}_admin" for n in ENTRY_POINTS), "plant_internal", "backend", "authz",
+        "metrics", "admin",
     ]  # fmt: skip
     stack = GatewayStack(
         workdir=workdir,

@@ -50,7 +50,7 @@ def gateway_stack_options(gateway_stack_types: tuple[type[Any], type[Any]]) -> A
         issuer(RS_ISSUER, "RS256", public_key_pem=PUBLIC_PEM),
         issuer(JWKS_ISSUER, "RS256", jwks={"keys": [JWK]}),
     ]
-    overrides = {"budgets": {"overrides": {"cust-tight": {"api_calls": {"day": 2}}}}}
+    overrides = {"budgets": {"overrides": {"customers": {"cust-tight": {"api_calls": {"day": 2}}}}}}
     return stack_options(
         authz_env={"AUTHZ_JWT_ISSUERS": json.dumps(issuers)}, config_overrides=overrides
     )

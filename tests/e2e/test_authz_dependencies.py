@@ -24,7 +24,9 @@ def gateway_stack_options(
             "AUTHZ_OPA_URL": opa_service.url,
             "AUTHZ_POLICY_CACHE_SECONDS": "0",
         },
-        config_overrides={"budgets": {"overrides": {"cust-redis": {"api_calls": {"day": 3}}}}},
+        config_overrides={
+            "budgets": {"overrides": {"customers": {"cust-redis": {"api_calls": {"day": 3}}}}}
+        },
     )
 
 

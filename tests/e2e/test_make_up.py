@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -22,10 +23,14 @@ import asyncpg
 import pytest
 
 from devstack import devkey
+from devstack.ports import free_port
+from devstack.stackconfig import choose_ports
 from devstack.stackstate import StackState, Tracked
 from devstack.up import READY_LINE
+from gateway_config import load_gateway_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG = REPO_ROOT / "config" / "gateway.yaml"
 START_TIMEOUT = 180.0
 PROBLEM_BASE = "https://gateway.example/problems/"
 
@@ -75,12 +80,15 @@ def _group_members(leaders: set[int]) -> set[int]:
     return members
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    """`make up` with free ports and its own var/ and build/ dirs, stopped with SIGINT after."""
-    work = tmp_path_factory.mktemp("make-up")
+def _port_names() -> list[str]:
+    return sorted(choose_ports(load_gateway_config(CONFIG), {}, free=False).by_name)
+
+
+@contextlib.contextmanager
+def _make_up(work: Path, up_args: str) -> Iterator[Running]:
+    """`make up UP_ARGS=...` with its own var/ and build/ dirs, stopped with SIGINT after."""
     var_dir = work / "var"
-    up_args = f"--free-ports --build-dir {work / 'build'}"
+    up_args = f"{up_args} --build-dir {work / 'build'}"
     make = subprocess.Popen(
         ["make", "--no-print-directory", "up", f"VAR_DIR={var_dir}", f"UP_ARGS={up_args}"],
         cwd=REPO_ROOT,
@@ -113,6 +121,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         pump.join(10)
         assert make.stdout is not None
         make.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """The first stack: every port given (`--port NAME=PORT`, free ones) as its defaults."""
+    ports = " ".join(f"--port {name}={free_port()}" for name in _port_names())
+    with _make_up(tmp_path_factory.mktemp("make-up"), ports) as running:
+        yield running
 
 
 def _get(
@@ -224,6 +240,54 @@ def test_make_demo_walks_through_401_200_403_402_and_the_audit_rows(stack: Runni
     assert demo.returncode == 0, demo.stdout + demo.stderr
     for marker in ("-> 401 ok", "-> 200 ok", "-> 403 ok", "-> 402 ok", "budget_exceeded"):
         assert marker in demo.stdout
+
+
+def _listening_ports(pids: set[int]) -> set[int]:
+    """The TCP ports these processes listen on (/proc: this network namespace)."""
+    by_inode: dict[str, int] = {}
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                by_inode[fields[9]] = int(fields[1].rsplit(":", 1)[1], 16)
+    ports: set[int] = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:[") and target[8:-1] in by_inode:
+                        ports.add(by_inode[target[8:-1]])
+    return ports
+
+
+def _well_known_ports() -> set[int]:
+    return set(choose_ports(load_gateway_config(CONFIG), {}, free=False).by_name.values())
+
+
+DATASTORES = ("postgres", "redis", "opa")
+
+
+def test_a_second_stack_with_free_ports_binds_none_of_the_firsts_or_a_default(
+    stack: Running, tmp_path: Path
+) -> None:
+    """Issue 13, finding 9: --free-ports still bound the admin port 127.0.0.1:9002."""
+    first = set(stack.state.ports.values())
+    assert set(stack.state.ports) == set(_port_names())
+    with _make_up(tmp_path, "--free-ports") as second:
+        mine = set(second.state.ports.values())
+        assert set(second.state.ports) == set(_port_names())
+        assert not mine & first
+        assert not mine & _well_known_ports()
+        gateway = {c.pid for c in second.state.children if c.name not in DATASTORES}
+        datastores = {c.pid for c in second.state.children if c.name in DATASTORES}
+        listening = _listening_ports(_group_members(gateway))
+        # every port the gateway's processes listen on is one it chose and reported
+        assert listening <= mine, listening - mine
+        assert mine <= listening, mine - listening
+        assert not _listening_ports(_group_members(datastores)) & (first | _well_known_ports())
+        for url in (*stack.state.urls.values(), *second.state.urls.values()):
+            assert _get(f"{url}/api/v1/status")[0] == 200
 
 
 def test_sigint_stops_every_process_it_started(stack: Running) -> None:

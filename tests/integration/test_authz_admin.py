@@ -153,11 +153,22 @@ async def test_explain_consumes_no_budget_and_budget_reports_usage(with_opa: Run
     assert stages["budget"]["budget"]["used_after"] == 1  # nothing was consumed before
     case = Case("PLANT", "GET", "/api/v1/orders", ("customer",), customer, False, False, True)
     assert (await with_opa.check.Check(check_request(case, "orders-list", token))).status.code == 0
-    reply = await with_opa.admin.Budget(pb.BudgetRequest(subject=customer), timeout=5)
+    reply = await with_opa.admin.Budget(pb.BudgetRequest(subject=f"customer:{customer}"), timeout=5)
     windows = {(w.metric, w.window): w for w in reply.windows}
     calls = windows[("api_calls", "day")]
     assert (calls.used, calls.limit, calls.remaining) == (1, 1000, 999)
     assert 0 < calls.resets_in_seconds <= 86_400
+    # the same id as a user is another subject, with nothing used
+    user = await with_opa.admin.Budget(pb.BudgetRequest(subject=f"user:{customer}"), timeout=5)
+    assert {(w.metric, w.window): w.used for w in user.windows}[("api_calls", "day")] == 0
+
+
+@pytest.mark.parametrize("subject", ["", "cust-1", "team:cust-1", "customer:"])
+async def test_budget_needs_a_subject_kind(with_opa: Running, subject: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await with_opa.admin.Budget(pb.BudgetRequest(subject=subject), timeout=5)
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "customer:<id> or user:<id>" in (raised.value.details() or "")
 
 
 async def test_raw_claims_need_the_development_setting(with_opa: Running) -> None:

@@ -10,7 +10,12 @@ import pytest
 import yaml
 
 import render
-from authz_service.runtime_config import IDENTITY_HEADERS, GatewayType, load_runtime_config
+from authz_service.runtime_config import (
+    IDENTITY_HEADERS,
+    BudgetSubject,
+    GatewayType,
+    load_runtime_config,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "gateway.yaml"
 ENTRIES = ("plant", "cp", "pp")
@@ -40,10 +45,20 @@ def _resources(out: Path, entry: str, kind: str) -> list[dict[str, Any]]:
     return resources
 
 
-def _hcm(out: Path, entry: str) -> dict[str, Any]:
-    listener = _resources(out, entry, "lds")[0]
+def _hcm(out: Path, entry: str, listener_name: str | None = None) -> dict[str, Any]:
+    """The connection manager of an entry point's public listener (or of `listener_name`)."""
+    listeners = {listener["name"]: listener for listener in _resources(out, entry, "lds")}
+    listener = listeners[listener_name or entry]
     config: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
     return config
+
+
+def _lua(out: Path, entry: str, listener_name: str | None = None) -> str:
+    filters = {
+        f["name"]: f["typed_config"] for f in _hcm(out, entry, listener_name)["http_filters"]
+    }
+    code: str = filters["envoy.filters.http.lua"]["default_source_code"]["inline_string"]
+    return code
 
 
 def _routes(out: Path, entry: str) -> dict[str, dict[str, Any]]:
@@ -70,8 +85,12 @@ def test_writes_the_contract_files(out: Path) -> None:
     assert runtime.routes["orders-list"].budget.cost == 1
     assert runtime.routes["admin"].gateway_types == (GatewayType.PLANT, GatewayType.PP)
     assert runtime.routes["health"].public
-    assert runtime.budgets.limit("trial", "cust-x", "api_calls", "day") == 100
-    assert runtime.budgets.limit("standard", "cust-acme", "api_calls", "day") == 50000
+    acme, someone = BudgetSubject("customer", "cust-acme"), BudgetSubject("customer", "cust-x")
+    assert runtime.budgets.limit("trial", someone, "api_calls", "day") == 100
+    assert runtime.budgets.limit("standard", acme, "api_calls", "day") == 50000
+    # a user whose sub is the customer's id is another subject: the plan's limit
+    impostor = BudgetSubject("user", "cust-acme")
+    assert runtime.budgets.limit("trial", impostor, "api_calls", "day") == 100
 
 
 def test_revision_is_stable_and_follows_the_config(tmp_path: Path) -> None:
@@ -113,17 +132,47 @@ def test_request_header_filter_runs_before_ext_authz(out: Path) -> None:
         assert names[-1] == "envoy.filters.http.router"
 
 
-def test_every_identity_header_is_dropped_or_replaced(out: Path) -> None:
-    for entry in ENTRIES:
-        lua = _filter(out, entry, "envoy.filters.http.lua")["default_source_code"]["inline_string"]
-        strip_line = next(line for line in lua.splitlines() if line.startswith("local STRIP"))
-        for header in IDENTITY_HEADERS:
-            if header == "x-correlation-id":
-                assert 'headers:replace("x-correlation-id"' in lua
-            else:
-                assert f'"{header}"' in strip_line
-        # clients may not set the causation id on CP/PP; PLANT keeps the one CP/PP sets
-        assert ('"x-causation-id"' in strip_line) == (entry != "plant")
+LISTENERS = [("plant", "plant"), ("plant", "plant_internal"), ("cp", "cp"), ("pp", "pp")]
+
+
+@pytest.mark.parametrize(("entry", "listener"), LISTENERS)
+def test_every_identity_header_is_dropped_or_replaced(out: Path, entry: str, listener: str) -> None:
+    lua = _lua(out, entry, listener)
+    strip_line = next(line for line in lua.splitlines() if line.startswith("local STRIP"))
+    for header in IDENTITY_HEADERS:
+        if header == "x-correlation-id":
+            assert 'headers:replace("x-correlation-id"' in lua
+        else:
+            assert f'"{header}"' in strip_line
+    # no client sets the causation id: only the internal listener, for hops, keeps one
+    assert ('"x-causation-id"' in strip_line) == (listener != "plant_internal")
+
+
+def test_only_the_entry_point_others_forward_to_has_an_internal_listener(out: Path) -> None:
+    names = {entry: [r["name"] for r in _resources(out, entry, "lds")] for entry in ENTRIES}
+    assert names == {"plant": ["plant", "plant_internal"], "cp": ["cp"], "pp": ["pp"]}
+    internal = {r["name"]: r for r in _resources(out, "plant", "lds")}["plant_internal"]
+    assert internal["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 8190}
+    # the same routes and checks as the public listener: only the trust in x-causation-id differs
+    public, hop = _hcm(out, "plant"), _hcm(out, "plant", "plant_internal")
+    assert hop["rds"] == public["rds"]
+    assert [f["name"] for f in hop["http_filters"]] == [f["name"] for f in public["http_filters"]]
+
+
+@pytest.mark.parametrize(("entry", "listener"), LISTENERS)
+def test_the_lua_filter_refuses_unrouted_methods_and_long_targets(
+    out: Path, entry: str, listener: str
+) -> None:
+    lua = _lua(out, entry, listener)
+    methods = next(line for line in lua.splitlines() if line.startswith("local METHODS"))
+    assert re.findall(r"(\w+) = true", methods) == [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
+    ]  # fmt: skip
+    assert "local MAX_PATH_BYTES = 4096" in lua
+    assert '[":status"] = "501"' in lua
+    assert '[":status"] = "414"' in lua
+    # only the hop that reaches the upstreams replaces their error bodies
+    assert ("function envoy_on_response" in lua) == (entry == "plant")
 
 
 def test_path_hardening_and_request_ids(out: Path) -> None:
@@ -135,6 +184,7 @@ def test_path_hardening_and_request_ids(out: Path) -> None:
         assert hcm["generate_request_id"] is True
         assert hcm["preserve_external_request_id"] is False
         assert hcm["max_request_headers_kb"] == 60
+        assert (hcm["request_headers_timeout"], hcm["request_timeout"]) == ("10.000s", "60.000s")
 
 
 def test_non_public_routes_carry_the_context_extensions(out: Path) -> None:
@@ -182,7 +232,7 @@ def test_routes_follow_their_entry_points(out: Path) -> None:
 
 
 def test_cp_and_pp_forward_to_plant_with_their_request_id_as_causation(out: Path) -> None:
-    plant_port = yaml.safe_load(EXAMPLE.read_text())["entry_points"]["plant"]["port"]
+    plant_port = yaml.safe_load(EXAMPLE.read_text())["entry_points"]["plant"]["internal"]["port"]
     for entry in ("cp", "pp"):
         clusters = {c["name"]: c for c in _resources(out, entry, "cds")}
         assert set(clusters) == {"authz", "gateway_plant"}
@@ -210,15 +260,21 @@ def test_backend_is_health_checked_and_routes_have_timeouts(out: Path) -> None:
 
 
 def test_envoy_errors_become_problem_json_but_authz_denials_keep_their_body(out: Path) -> None:
-    mappers = _hcm(out, "plant")["local_reply_config"]["mappers"]
-    statuses = {m["body_format_override"]["json_format"]["status"] for m in mappers}
-    assert {400, 404, 413, 431, 503, 504} <= statuses
-    for mapper in mappers:
-        body = mapper["body_format_override"]
-        assert body["content_type"] == "application/problem+json"
-        assert body["json_format"]["correlation_id"] == "%REQ(x-correlation-id)%"
-        expression = mapper["filter"]["extension_filter"]["typed_config"]["expression"]
-        assert "ext_authz_denied" in expression or "ext_authz_error" in expression
+    for entry, listener in LISTENERS:
+        mappers = _hcm(out, entry, listener)["local_reply_config"]["mappers"]
+        statuses = {m["body_format_override"]["json_format"]["status"] for m in mappers}
+        assert {400, 404, 408, 413, 414, 426, 431, 500, 501, 502, 503, 504} <= statuses
+        assert mappers[-1]["body_format_override"]["json_format"]["status"] == "%RESPONSE_CODE%"
+        for mapper in mappers:
+            body = mapper["body_format_override"]
+            assert body["content_type"] == "application/problem+json"
+            assert body["json_format"]["correlation_id"] == "%REQ(x-correlation-id)%"
+            expression = mapper["filter"]["extension_filter"]["typed_config"]["expression"]
+            assert any(
+                known in expression
+                for known in ("ext_authz_denied", "ext_authz_error", "lua_response",
+                              "upgrade_failed", "absolute_path_rejected")
+            ), expression  # fmt: skip
 
 
 def test_access_logs_go_to_stdout_and_to_the_authz_service(out: Path) -> None:
@@ -275,9 +331,14 @@ def test_set_overrides_ports(tmp_path: Path) -> None:
     assert code == 0
     listener = _resources(tmp_path, "plant", "lds")[0]
     assert listener["address"]["socket_address"]["port_value"] == 18090
+    code = render.main(
+        ["--config", str(EXAMPLE), "--out", str(tmp_path), "--set",
+         "entry_points.plant.internal.port=18190"]
+    )  # fmt: skip
+    assert code == 0
     cp_plant = next(c for c in _resources(tmp_path, "cp", "cds") if c["name"] == "gateway_plant")
     endpoint = cp_plant["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-    assert endpoint["address"]["socket_address"]["port_value"] == 18090
+    assert endpoint["address"]["socket_address"]["port_value"] == 18190
 
 
 def test_unchanged_files_are_not_rewritten(tmp_path: Path) -> None:
@@ -291,12 +352,16 @@ def test_unchanged_files_are_not_rewritten(tmp_path: Path) -> None:
 
 
 def test_hops_reach_plant_by_its_host_name_in_compose(tmp_path: Path) -> None:
-    overrides = {"entry_points": {"plant": {"address": "0.0.0.0", "host": "plant"}}}
+    overrides = {
+        "entry_points": {
+            "plant": {"address": "0.0.0.0", "host": "plant", "internal": {"address": "0.0.0.0"}}
+        }
+    }
     render.render_all(EXAMPLE, tmp_path, overrides=overrides)
     cluster = next(c for c in _resources(tmp_path, "pp", "cds") if c["name"] == "gateway_plant")
     assert cluster["type"] == "STRICT_DNS"
     endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-    assert endpoint["address"]["socket_address"]["address"] == "plant"
+    assert endpoint["address"]["socket_address"] == {"address": "plant", "port_value": 8190}
 
 
 def test_runtime_config_lists_the_headers_envoy_sends(tmp_path: Path) -> None:

@@ -53,7 +53,10 @@ RUNTIME = {
             "trial": {"api_calls": {"day": 3, "month": 10}},
             "standard": {"api_calls": {"day": 100, "month": 1000}},
         },
-        "overrides": {"cust-big": {"api_calls": {"day": 5000}}},
+        "overrides": {
+            "customers": {"cust-big": {"api_calls": {"day": 5000}}},
+            "users": {"user-big": {"api_calls": {"day": 7000}}},
+        },
     },
 }
 

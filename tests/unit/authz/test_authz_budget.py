@@ -10,8 +10,14 @@ from authz_service.adapters.memory_budget import InProcessLedger
 from authz_service.errors import Denial, ErrorCode, Stage
 from authz_service.ports import BudgetWindow
 from authz_service.principal import Principal
-from authz_service.runtime_config import RuntimeConfig
-from authz_service.stages.budget import BudgetResult, consume_budget, window_period
+from authz_service.runtime_config import BudgetSubject, RuntimeConfig
+from authz_service.stages.budget import (
+    BudgetResult,
+    budget_windows,
+    consume_budget,
+    counter_key,
+    window_period,
+)
 from tests.unit.authz.authz_helpers import check_context
 
 NOW = datetime(2025, 12, 31, 23, 0, tzinfo=UTC).timestamp()
@@ -95,8 +101,8 @@ async def test_refused_request_consumes_nothing(runtime_config: RuntimeConfig) -
         await consume_budget(big, principal, runtime_config.budgets, ledger, lambda: NOW), Denial
     )
     # the month window (10) was not charged by the refused attempt: 3 used, not 6
-    windows = [BudgetWindow("budget:{c1}:api_calls:month:2025-12", 10, 60)]
-    assert (await ledger.consume(windows, 0)).used == (3,)
+    key = counter_key(BudgetSubject("customer", "c1"), "api_calls", "month", "2025-12")
+    assert (await ledger.consume([BudgetWindow(key, 10, 60)], 0)).used == (3,)
 
 
 async def test_customers_share_and_users_without_one_are_separate(
@@ -170,3 +176,70 @@ async def test_ledger_counters_expire_with_their_window() -> None:
     assert not (await ledger.consume(window, 1)).allowed
     now[0] = 11
     assert (await ledger.consume(window, 1)).allowed
+
+
+# --- subjects of different kinds never share a counter or an override (issue 13, finding 7) --
+
+
+@pytest.mark.parametrize(
+    ("spender", "bystander"),
+    [
+        (("trial", "cust-1", "u1"), ("trial", None, "cust-1")),  # user sub == customer id
+        (("trial", None, "cust-1"), ("trial", "cust-1", "u2")),  # and the other way round
+        (("trial", None, "a}b"), ("trial", None, "a")),  # a brace cannot end the hash tag
+        (("trial", None, "a%7Db"), ("trial", None, "a}b")),  # nor an escape collide with one
+        (("trial", None, "x}:api_calls:day:2025-12-31"), ("trial", None, "x")),
+    ],
+    ids=["customer-then-user", "user-then-customer", "brace", "escape", "forged-suffix"],
+)
+async def test_a_subject_exhausting_its_budget_leaves_every_other_subject_untouched(
+    runtime_config: RuntimeConfig,
+    spender: tuple[str, str | None, str],
+    bystander: tuple[str, str | None, str],
+) -> None:
+    ledger = InProcessLedger()
+    budgets = runtime_config.budgets
+    for _ in range(3):  # the trial day limit
+        assert isinstance(
+            await consume_budget(
+                check_context(), _principal(*spender), budgets, ledger, lambda: NOW
+            ),
+            BudgetResult,
+        )
+    exhausted = await consume_budget(
+        check_context(), _principal(*spender), budgets, ledger, lambda: NOW
+    )
+    assert isinstance(exhausted, Denial)
+    other = await consume_budget(
+        check_context(), _principal(*bystander), budgets, ledger, lambda: NOW
+    )
+    assert isinstance(other, BudgetResult), other
+    assert other.used == 1
+
+
+@pytest.mark.parametrize(
+    ("customer", "user", "day_limit"),
+    [
+        ("cust-big", "u1", 5000),  # the customer's override
+        (None, "cust-big", 100),  # a user named like that customer: the plan's limit
+        (None, "user-big", 7000),  # the user's own override
+        ("user-big", "u1", 100),  # a customer named like that user: the plan's limit
+    ],
+)
+def test_overrides_apply_to_their_subject_kind_only(
+    runtime_config: RuntimeConfig, customer: str | None, user: str, day_limit: int
+) -> None:
+    subject = _principal("standard", customer, user).budget_subject
+    windows, names = budget_windows(runtime_config.budgets, "standard", subject, "api_calls", NOW)
+    assert dict(zip([n for n, _ in names], [w.limit for w in windows], strict=True))["day"] == (
+        day_limit
+    )
+
+
+def test_counter_keys_of_distinct_subjects_are_distinct() -> None:
+    ids = ["c", "c}", "c%7D", "c%", "c%25", "{c", "c:x", "", "customer:c"]
+    subjects = [BudgetSubject(kind, i) for kind in ("customer", "user") for i in ids]
+    keys = {counter_key(s, "api_calls", "day", "2025-12-31") for s in subjects}
+    assert len(keys) == len(subjects)
+    for key in keys:  # the hash tag is the whole subject: one slot per subject
+        assert (key.count("{"), key.count("}")) == (1, 1)
