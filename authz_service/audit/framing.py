@@ -1,0 +1,91 @@
+"""Journal segment format: a magic header, then frames of length, CRC32 and an orjson payload.
+
+A reader stops at a frame it cannot trust. An incomplete frame at the end is either still being
+written (the writer is alive and the segment is its last) or a torn tail (the writer died
+mid-write); the caller knows which. A frame whose checksum fails is skipped when its length is
+plausible; a header that makes no sense (length 0, or past the limit) ends what can be read of
+the segment, because nothing after it can be found again reliably.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+SEGMENT_MAGIC = b"GWAUDJ1\n"
+SEGMENT_SUFFIX = ".journal"
+FRAME_HEADER = struct.Struct("<II")  # payload length, CRC32 of the payload
+MAX_PAYLOAD = 1 << 20  # a decision row is a few hundred bytes; 1 MiB means a broken header
+
+
+def segment_name(number: int) -> str:
+    return f"{number:010d}{SEGMENT_SUFFIX}"
+
+
+def segment_number(name: str) -> int | None:
+    stem = name.removesuffix(SEGMENT_SUFFIX)
+    if stem == name or not stem.isdigit():
+        return None
+    return int(stem)
+
+
+def encode_frame(payload: bytes) -> bytes:
+    return FRAME_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """A part of a segment that could not be read: where, how many bytes, and why."""
+
+    offset: int
+    length: int
+    reason: str
+
+
+@dataclass(slots=True)
+class Frames:
+    """The complete, checked frames from a start offset, and where reading stopped."""
+
+    payloads: list[tuple[int, bytes]] = field(default_factory=list)  # (end offset, payload)
+    end: int = 0  # offset after the last frame read or skipped
+    damage: list[Damage] = field(default_factory=list)
+    incomplete: int = 0  # bytes of a frame cut short at `end` (in progress, or torn)
+    unreadable: bool = False  # a header that cannot be trusted: nothing after `end` is usable
+
+
+def read_frames(data: bytes, start: int, limit: int | None = None) -> Frames:
+    """Frames of `data` (a segment's bytes) from `start`, at most `limit` of them."""
+    result = Frames(end=start)
+    offset, size = start, len(data)
+    if offset == 0:
+        if len(data) < len(SEGMENT_MAGIC):
+            result.incomplete = len(data)
+            return result
+        if data[: len(SEGMENT_MAGIC)] != SEGMENT_MAGIC:
+            result.damage.append(Damage(0, size, "not a journal segment (bad magic)"))
+            result.unreadable = True
+            return result
+        offset = result.end = len(SEGMENT_MAGIC)
+    while limit is None or len(result.payloads) < limit:
+        if offset == size:
+            break
+        if size - offset < FRAME_HEADER.size:
+            result.incomplete = size - offset
+            break
+        length, checksum = FRAME_HEADER.unpack_from(data, offset)
+        if length == 0 or length > MAX_PAYLOAD:
+            result.damage.append(Damage(offset, size - offset, f"bad frame length {length}"))
+            result.unreadable = True
+            break
+        stop = offset + FRAME_HEADER.size + length
+        if stop > size:
+            result.incomplete = size - offset
+            break
+        payload = data[offset + FRAME_HEADER.size : stop]
+        if zlib.crc32(payload) != checksum:
+            result.damage.append(Damage(offset, stop - offset, "checksum mismatch"))
+        else:
+            result.payloads.append((stop, payload))
+        offset = result.end = stop
+    return result
