@@ -1,4 +1,4 @@
-"""`python -m authz_service [serve|settings|explain|budget|reload]`: run, list settings, admin."""
+"""`python -m authz_service [serve|settings|explain|budget|reload|audit ...]`: run, admin, audit."""
 
 from __future__ import annotations
 
@@ -46,13 +46,20 @@ def _print_settings() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["audit"]:
+        from authz_service.audit_cli import main as audit_main  # noqa: PLC0415
+
+        return audit_main(argv[1:])
     if any(arg in ADMIN_COMMANDS for arg in argv):
         from authz_service.admin_cli import main as admin_main  # noqa: PLC0415 - grpc on demand
 
         return admin_main(argv)
     parser = argparse.ArgumentParser(prog="python -m authz_service")
     parser.add_argument(
-        "command", nargs="?", default="serve", choices=["serve", "settings", *ADMIN_COMMANDS]
+        "command",
+        nargs="?",
+        default="serve",
+        choices=["serve", "settings", "audit", *ADMIN_COMMANDS],
     )
     args = parser.parse_args(argv)
     return _run_serve() if args.command == "serve" else _print_settings()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -171,15 +171,18 @@ class SettingsLoadError(ValueError):
     """The environment is invalid; the message names the AUTHZ_ key and the reason."""
 
 
-def load_settings() -> Settings:
-    """Read the environment once; fail with the key named."""
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load_prefixed(cls: type[SettingsT], prefix: str) -> SettingsT:
+    """Read a settings class from the environment once; fail with each bad key named."""
     try:
-        return Settings()
+        return cls()
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
             loc = [str(part) for part in error["loc"]]
-            key = ENV_PREFIX + loc[0].upper() if loc else ENV_PREFIX
+            key = prefix + loc[0].upper() if loc else prefix
             where = "." + ".".join(loc[1:]) if len(loc) > 1 else ""
             lines.append(f"{key}{where}: {error['msg']}")
         raise SettingsLoadError("invalid settings:\n  " + "\n  ".join(lines)) from exc
@@ -187,10 +190,20 @@ def load_settings() -> Settings:
         raise SettingsLoadError(f"invalid settings: {exc}") from exc
 
 
+def load_settings() -> Settings:
+    """Read the environment once; fail with the key named."""
+    return load_prefixed(Settings, ENV_PREFIX)
+
+
+def describe_prefixed(cls: type[BaseSettings], prefix: str) -> list[tuple[str, str, str]]:
+    """(variable, default, description) of every setting of `cls`."""
+    rows = []
+    for name, info in cls.model_fields.items():
+        default = "(required)" if info.is_required() else repr(info.get_default())
+        rows.append((prefix + name.upper(), default, info.description or ""))
+    return rows
+
+
 def describe_settings() -> list[tuple[str, str, str]]:
     """(variable, default, description) of every setting: `python -m authz_service settings`."""
-    rows = []
-    for name, info in Settings.model_fields.items():
-        default = "(required)" if info.is_required() else repr(info.get_default())
-        rows.append((ENV_PREFIX + name.upper(), default, info.description or ""))
-    return rows
+    return describe_prefixed(Settings, ENV_PREFIX)

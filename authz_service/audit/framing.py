@@ -54,38 +54,42 @@ class Frames:
     unreadable: bool = False  # a header that cannot be trusted: nothing after `end` is usable
 
 
-def read_frames(data: bytes, start: int, limit: int | None = None) -> Frames:
-    """Frames of `data` (a segment's bytes) from `start`, at most `limit` of them."""
+def read_frames(data: bytes, start: int = 0, limit: int | None = None) -> Frames:
+    """Frames of a segment read from file offset `start` (`data` holds the bytes from there
+    on), at most `limit` of them; every offset reported is the file's."""
     result = Frames(end=start)
-    offset, size = start, len(data)
-    if offset == 0:
-        if len(data) < len(SEGMENT_MAGIC):
-            result.incomplete = len(data)
+    at, size = 0, len(data)
+    if start == 0:
+        if size < len(SEGMENT_MAGIC):
+            result.incomplete = size
             return result
         if data[: len(SEGMENT_MAGIC)] != SEGMENT_MAGIC:
             result.damage.append(Damage(0, size, "not a journal segment (bad magic)"))
             result.unreadable = True
             return result
-        offset = result.end = len(SEGMENT_MAGIC)
+        at = len(SEGMENT_MAGIC)
+        result.end = at
     while limit is None or len(result.payloads) < limit:
-        if offset == size:
+        if at == size:
             break
-        if size - offset < FRAME_HEADER.size:
-            result.incomplete = size - offset
+        if size - at < FRAME_HEADER.size:
+            result.incomplete = size - at
             break
-        length, checksum = FRAME_HEADER.unpack_from(data, offset)
+        length, checksum = FRAME_HEADER.unpack_from(data, at)
         if length == 0 or length > MAX_PAYLOAD:
-            result.damage.append(Damage(offset, size - offset, f"bad frame length {length}"))
+            reason = f"bad frame length {length}"
+            result.damage.append(Damage(start + at, size - at, reason))
             result.unreadable = True
             break
-        stop = offset + FRAME_HEADER.size + length
+        stop = at + FRAME_HEADER.size + length
         if stop > size:
-            result.incomplete = size - offset
+            result.incomplete = size - at
             break
-        payload = data[offset + FRAME_HEADER.size : stop]
+        payload = data[at + FRAME_HEADER.size : stop]
         if zlib.crc32(payload) != checksum:
-            result.damage.append(Damage(offset, stop - offset, "checksum mismatch"))
+            result.damage.append(Damage(start + at, stop - at, "checksum mismatch"))
         else:
-            result.payloads.append((stop, payload))
-        offset = result.end = stop
+            result.payloads.append((start + stop, payload))
+        at = stop
+        result.end = start + at
     return result

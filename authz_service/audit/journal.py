@@ -111,13 +111,23 @@ class Journal:
         self._scanner = asyncio.create_task(self._scan_loop(), name="audit-journal-scan")
 
     def _start(self) -> None:
-        """A directory, its lock and its first segment, all synced before the first record."""
-        self.directory.mkdir(parents=True, exist_ok=False)
-        self._lock_fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        """A directory, its lock and its first segment, all synced before the first record.
+
+        Built under a hidden name and renamed into place, so the shipper never sees a journal
+        without its lock (it would take it for one whose writer is gone).
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        building = self.root / f".{self.journal_id}.new"
+        building.mkdir()
+        self._lock_fd = os.open(building / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.directory = building
         self._segment = 0
         self._open_segment()
         self._sync_directory()
+        building.rename(self.root / self.journal_id)
+        self.directory = self.root / self.journal_id
+        self._sync_directory(self.root)
         self._new_segment = False
         log.info("audit journal open", extra={"journal": str(self.directory)})
 
@@ -264,8 +274,8 @@ class Journal:
         self._fd = -1
         self._open_segment()
 
-    def _sync_directory(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+    def _sync_directory(self, directory: Path | None = None) -> None:
+        fd = os.open(directory or self.directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)
         finally:

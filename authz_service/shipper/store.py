@@ -1,0 +1,256 @@
+"""The shipper's PostgreSQL side: rows and offsets in one transaction, never an overwrite.
+
+Each batch: COPY into a temporary staging table, INSERT ... ON CONFLICT DO NOTHING (a row
+re-read after a crash is already there), then each half's columns set where the row does not
+have that half yet, then the sources' offsets and chain state. A row PostgreSQL refuses is
+kept whole in gateway_audit_rejected, so a batch never blocks on one bad record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+
+from authz_service.audit.chain import from_micros
+from authz_service.audit.columns import (
+    CHAIN_COLUMNS,
+    DIFFERS_COLUMN,
+    KINDS,
+    ROW_COLUMNS,
+    SHARED_NAMES,
+    Half,
+    Kind,
+    half_columns,
+)
+from authz_service.shipper.join import Pair, staged_row
+from authz_service.shipper.model import Position, SourceKey, SourceState
+
+log = logging.getLogger(__name__)
+
+TABLE = "gateway_audit_logs"
+STAGING = "audit_staging"
+_SQL_TYPES: dict[Kind, str] = {
+    "text": "text", "int": "bigint", "float": "double precision", "bool": "boolean",
+    "ts": "timestamptz", "inet": "inet", "json": "jsonb", "text[]": "text[]",
+}  # fmt: skip
+
+
+def _column_type(name: str) -> str:
+    if name in KINDS:
+        return _SQL_TYPES[KINDS[name]]
+    if name.endswith("_differs"):
+        return "jsonb"
+    return "bigint" if name.endswith("_seq") else "text"  # the chain columns
+
+
+UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.ReadOnlySQLTransactionError,
+)
+WRITE_ONCE_REFUSAL = "audit rows are write-once"
+
+
+def is_row_error(error: BaseException) -> bool:
+    """An error about one row's data (type, constraint, size, a write-once refusal)."""
+    if not isinstance(error, asyncpg.PostgresError):
+        return False
+    state = str(getattr(error, "sqlstate", "") or "")
+    return state[:2] in ("22", "23", "54") or (
+        state == "42501" and str(error).startswith(WRITE_ONCE_REFUSAL)
+    )
+
+
+def _differs_sql(prefix_new: str, prefix_old: str) -> str:
+    parts = ", ".join(
+        f"'{c}', CASE WHEN {prefix_old}.{c} IS DISTINCT FROM {prefix_new}.{c} "
+        f"THEN jsonb_build_array({prefix_new}.{c}) END"
+        for c in SHARED_NAMES
+    )
+    return f"nullif(jsonb_strip_nulls(jsonb_build_object({parts})), '{{}}'::jsonb)"
+
+
+def _fill_sql(half: Half, presence: str) -> str:
+    """Set a half where the row lacks it (the write-once trigger allows only that)."""
+    differs = DIFFERS_COLUMN[half]
+    own = [c for c in half_columns(half) if c != differs]
+    assignments = ", ".join(f"{c} = s.{c}" for c in own)
+    computed = _differs_sql("s", "t")
+    if half == "completion":  # a merged staged row carries the completion's own differences
+        computed = f"CASE WHEN s.decision IS NOT NULL THEN s.{differs} ELSE {computed} END"
+    return f"""
+UPDATE {TABLE} AS t SET {assignments}, {differs} = {computed}
+FROM {STAGING} AS s
+WHERE t.request_id = s.request_id AND t.gateway_type IS NOT DISTINCT FROM s.gateway_type
+  AND s.{presence} IS NOT NULL AND t.{presence} IS NULL
+"""  # noqa: S608 - column names from columns.py, no input
+
+
+COLUMNS = ", ".join(ROW_COLUMNS)
+CREATE_STAGING = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING} ("
+    + ", ".join(f"{c} {_column_type(c)}" for c in ROW_COLUMNS)
+    + ") ON COMMIT DELETE ROWS"
+)
+INSERT_SQL = (
+    f"INSERT INTO {TABLE} ({COLUMNS}) SELECT {COLUMNS} FROM {STAGING} "  # noqa: S608
+    "ON CONFLICT (request_id, gateway_type) DO NOTHING"
+)
+FILL_COMPLETIONS = _fill_sql("completion", "completed_at")
+FILL_DECISIONS = _fill_sql("decision", "decision")
+STATE_SQL = """
+INSERT INTO gateway_audit_ship_state AS s
+    (source_kind, source_id, segment, "offset", seq, last_hash, finished, high_seq)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],
+                     $6::text[], $7::boolean[], $8::bigint[])
+ON CONFLICT (source_kind, source_id) DO UPDATE SET segment = EXCLUDED.segment,
+    "offset" = EXCLUDED."offset", seq = EXCLUDED.seq, last_hash = EXCLUDED.last_hash,
+    finished = EXCLUDED.finished, high_seq = greatest(s.high_seq, EXCLUDED.high_seq),
+    updated_at = now()
+"""
+REJECT_SQL = """
+INSERT INTO gateway_audit_rejected (chain_kind, chain_id, seq, hash, reason, payload)
+VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
+"""
+
+
+def _record(row: dict[str, Any]) -> tuple[Any, ...]:
+    values = []
+    for column in ROW_COLUMNS:
+        value = row.get(column)
+        kind = KINDS.get(column)
+        if value is not None:
+            if kind == "ts":
+                value = from_micros(int(value))
+            elif kind == "json" or column.endswith("_differs"):
+                value = orjson.dumps(value).decode()
+        values.append(value)
+    return tuple(values)
+
+
+class Store:
+    """One connection as the shipper login; `write` raises UNAVAILABLE errors to retry."""
+
+    def __init__(self, dsn: str, *, timeout: float) -> None:
+        self._dsn = dsn
+        self._timeout = timeout
+        self._conn: asyncpg.Connection | None = None
+
+    async def connect(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(
+                self._dsn, timeout=self._timeout,
+                server_settings={"application_name": "gateway-audit-shipper"},
+            )  # fmt: skip
+            await self._conn.execute(CREATE_STAGING)
+        return self._conn
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 2)
+
+    def drop(self) -> None:
+        """Forget the connection after a failure (the next write connects again)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
+
+    async def load_states(self) -> dict[SourceKey, SourceState]:
+        conn = await self.connect()
+        rows = await conn.fetch(
+            'SELECT source_kind, source_id, segment, "offset", seq, last_hash, finished, '
+            "high_seq FROM gateway_audit_ship_state"
+        )
+        return {
+            (key := SourceKey(r["source_kind"], r["source_id"])): SourceState(
+                key,
+                Position(r["segment"], r["offset"]),
+                r["seq"],
+                r["last_hash"],
+                r["finished"],
+                r["high_seq"],
+            )
+            for r in rows
+        }
+
+    async def write(self, pairs: Sequence[Pair], states: Sequence[SourceState]) -> int:
+        """Rows and offsets in one transaction; returns how many rows PostgreSQL refused."""
+        conn = await self.connect()
+        rows = [staged_row(pair) for pair in pairs]
+        async with asyncio.timeout(self._timeout):
+            try:
+                async with conn.transaction():
+                    await self._rows(conn, rows)
+                    await self._states(conn, states)
+            except asyncpg.PostgresError as error:
+                if not is_row_error(error):
+                    raise
+                log.warning("audit batch refused (%s); writing it row by row", error)
+            else:
+                return 0
+            return await self._one_by_one(conn, pairs, rows, states)
+
+    async def _rows(self, conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> None:
+        await conn.execute(f"TRUNCATE {STAGING}")
+        await conn.copy_records_to_table(
+            STAGING, records=[_record(r) for r in rows], columns=ROW_COLUMNS
+        )
+        await conn.execute(INSERT_SQL)
+        await conn.execute(FILL_COMPLETIONS)
+        await conn.execute(FILL_DECISIONS)
+
+    async def _states(self, conn: asyncpg.Connection, states: Sequence[SourceState]) -> None:
+        if states:
+            await conn.execute(
+                STATE_SQL,
+                [s.key.kind for s in states], [s.key.id for s in states],
+                [s.position.segment for s in states], [s.position.offset for s in states],
+                [s.seq for s in states], [s.last_hash for s in states],
+                [s.finished for s in states], [s.high_seq for s in states],
+            )  # fmt: skip
+
+    async def _one_by_one(
+        self,
+        conn: asyncpg.Connection,
+        pairs: Sequence[Pair],
+        rows: list[dict[str, Any]],
+        states: Sequence[SourceState],
+    ) -> int:
+        refused = 0
+        async with conn.transaction():
+            for pair, row in zip(pairs, rows, strict=True):
+                try:
+                    async with conn.transaction():  # a savepoint per row
+                        await self._rows(conn, [row])
+                except asyncpg.PostgresError as error:
+                    if not is_row_error(error):
+                        raise
+                    refused += 1
+                    await self._reject(conn, pair, str(error))
+            await self._states(conn, states)
+        return refused
+
+    async def _reject(self, conn: asyncpg.Connection, pair: Pair, reason: str) -> None:
+        for item in pair.items:
+            assert item.half is not None
+            chain_id, seq_column, _, hash_column = CHAIN_COLUMNS[item.half]
+            row = item.row or {}
+            log.error("audit row %r refused by PostgreSQL, kept in gateway_audit_rejected: %s",
+                      row.get("request_id"), reason)  # fmt: skip
+            await conn.execute(
+                REJECT_SQL, item.half, str(row.get(chain_id)), int(row.get(seq_column) or 0),
+                str(row.get(hash_column)), reason, item.raw,
+            )  # fmt: skip
