@@ -17,6 +17,7 @@ from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 
 from devstack.engine import require_engine
+from devstack.local import ENVOY_FILE_FLUSH_MS
 from devstack.model import (
     EnvoyService,
     OpaService,
@@ -199,9 +200,18 @@ def opa(workdir: Path, policy_dir: Path | None, image: str) -> Iterator[OpaServi
 
 @contextlib.contextmanager
 def envoy(
-    workdir: Path, config_path: Path, image: str, *, name: str, concurrency: int = 1
+    workdir: Path,
+    config_path: Path,
+    image: str,
+    *,
+    name: str,
+    concurrency: int = 1,
+    log_dir: Path | None = None,
+    file_flush_ms: int = ENVOY_FILE_FLUSH_MS,
 ) -> Iterator[EnvoyService]:
-    """Envoy in the host's network namespace, so the config's 127.0.0.1 ports are the host's."""
+    """Envoy in the host's network namespace, so the config's 127.0.0.1 ports are the host's.
+
+    `log_dir`: where the rendered config writes its access logs (mounted read-write)."""
     home = (workdir / "envoy").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = config_path.resolve()
@@ -209,7 +219,8 @@ def envoy(
     address_file.unlink(missing_ok=True)
     command = ["-c", str(config), "--use-dynamic-base-id",
                "--admin-address-path", str(address_file),
-               "--concurrency", str(concurrency)]  # fmt: skip
+               "--concurrency", str(concurrency),
+               "--file-flush-interval-msec", str(file_flush_ms)]  # fmt: skip
     container = (
         _container(image, f"envoy-{name}")
         # our own entrypoint: root in the container may write the admin address into `home`
@@ -218,6 +229,10 @@ def envoy(
         .with_volume_mapping(str(home), str(home), "rw")
         .with_command(command)
     )
+    if log_dir is not None:
+        logs = log_dir.resolve()
+        logs.mkdir(parents=True, exist_ok=True)
+        container = container.with_volume_mapping(str(logs), str(logs), "rw")
 
     def admin_url() -> str | None:
         with contextlib.suppress(OSError):

@@ -29,6 +29,9 @@ from devstack.process import ManagedProcess
 from devstack.programs import find_program
 
 GATEWAY_DB = "gateway"
+# Envoy buffers file access logs up to this long (its default, 10 s, is what a crash of Envoy
+# could lose of the audit trail's completions, and how late they reach the shipper)
+ENVOY_FILE_FLUSH_MS = 250
 
 
 _PORT_TAKEN = ("address already in use", "could not bind", "address in use")
@@ -228,7 +231,12 @@ def _envoy_ready(address_file: Path) -> bool:
 
 @contextlib.contextmanager
 def envoy(
-    workdir: Path, config_path: Path, *, name: str, concurrency: int = 1
+    workdir: Path,
+    config_path: Path,
+    *,
+    name: str,
+    concurrency: int = 1,
+    file_flush_ms: int = ENVOY_FILE_FLUSH_MS,
 ) -> Iterator[EnvoyService]:
     """Envoy with `config_path` (its listeners' ports come from the config)."""
     program = find_program("envoy")
@@ -239,7 +247,8 @@ def envoy(
     log_path = home / f"{name}.log"
     argv = [str(program), "-c", str(config_path), "--use-dynamic-base-id",
             "--admin-address-path", str(address_file),
-            "--concurrency", str(concurrency)]  # fmt: skip
+            "--concurrency", str(concurrency),
+            "--file-flush-interval-msec", str(file_flush_ms)]  # fmt: skip
     process = ManagedProcess(
         f"envoy {name}", argv, log_path=log_path, ready=lambda: _envoy_ready(address_file)
     )

@@ -23,9 +23,14 @@ from gateway_config.models import EntryPoint, GatewayConfig, HealthCheck, Route
 AUTHZ_CLUSTER = "authz"
 CORRELATION_HEADER = "x-correlation-id"
 CAUSATION_HEADER = "x-causation-id"
-# The request headers the access-log entry carries: only the join key of the audit row (the
-# entry's own request_id normally has it; every extra header is Envoy and Python CPU per entry).
-LOGGED_REQUEST_HEADERS = ("x-request-id",)
+# the route rds.yaml.j2 renders for the entry point's readiness path: health-check traffic,
+# left out of the audit access log
+READINESS_ROUTE = "readiness"
+
+
+def access_log_path(config: GatewayConfig, name: str) -> Path:
+    """The entry point's access-log file, absolute (a relative dir is the current one's)."""
+    return Path(config.audit.access_log_dir).resolve() / f"{name}.log"
 
 
 def _seconds(ms: int) -> str:
@@ -166,7 +171,11 @@ def entry_point_view(
         "strip_headers": strip,
         "correlation_header": CORRELATION_HEADER,
         "causation_header": CAUSATION_HEADER,
-        "logged_request_headers": list(LOGGED_REQUEST_HEADERS),
+        "access_log": {
+            "path": str(access_log_path(config, name)),
+            # readiness probes (other hops' health checks of this one) are not requests
+            "filter": f"!(has(xds.route_name) && xds.route_name == '{READINESS_ROUTE}')",
+        },
         "authz": {
             "cluster": AUTHZ_CLUSTER,
             "timeout": _seconds(config.authz.timeout_ms),

@@ -169,6 +169,16 @@ class Route(_Strict):
         return self
 
 
+class Audit(_Strict):
+    """Where Envoy writes its access logs (one JSON-lines file per entry point) for the shipper.
+
+    A relative directory is resolved against the current directory when rendering: the
+    rendered configs always carry an absolute path.
+    """
+
+    access_log_dir: str = Field(default="var/access-logs", min_length=1)
+
+
 Rbac = dict[GatewayType, dict[Name, tuple[str, ...]]]
 
 
@@ -184,6 +194,7 @@ class GatewayConfig(_Strict):
     routes: tuple[Route, ...] = Field(min_length=1)
     # Stage modes for every route that does not override them; default: every stage enforces.
     shadow: ShadowModes = Field(default_factory=ShadowModes)
+    audit: Audit = Field(default_factory=Audit)
 
     def shadow_stages(self, route: Route) -> tuple[ShadowStage, ...]:
         """The effective shadow stages of a route: its own modes over the global ones."""

@@ -24,8 +24,10 @@ def test_frames_round_trip_with_their_end_offsets() -> None:
     assert [p for _, p in frames.payloads] == [b'{"a":1}', b'{"b":2}']
     assert frames.payloads[-1][0] == frames.end == len(data)
     assert (frames.incomplete, frames.damage, frames.unreadable) == (0, [], False)
-    again = read_frames(data, frames.payloads[0][0])  # resume after the first frame
+    first_end = frames.payloads[0][0]
+    again = read_frames(data[first_end:], first_end)  # resume after the first frame
     assert [p for _, p in again.payloads] == [b'{"b":2}']
+    assert again.end == len(data)
 
 
 def test_a_frame_cut_short_is_reported_not_read() -> None:
