@@ -144,6 +144,12 @@ def _pg_cron(conn: psycopg.Connection, database: str, logins: Logins) -> bool:
     # the migrations (0005, 0008) manage their own job; retention reads whether it has one
     for login in (logins.migrator, logins.retention):
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA cron TO {}").format(_ident(login)))
+    # an older install's job (0005 run as the superuser or the migrations login): retention
+    # runs as its own login only
+    conn.execute(
+        "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = %s AND username <> %s",
+        (RETENTION_JOB, logins.retention),
+    )
     scheduled = conn.execute(
         "SELECT 1 FROM cron.job WHERE jobname = %s AND username = %s",
         (RETENTION_JOB, logins.retention),

@@ -124,13 +124,17 @@ class _ChainCheck:
         seq, prev, stored = row[seq_column], row[prev_column], row[hash_column]
         self.report.checked[self.half] += 1
         digest = record_hash(self.half, _effective(self.half, row), self.chain_id, seq, prev)
-        if digest != stored:
+        edited = digest != stored
+        if edited:
             self.report.findings.append(f"edited: {_describe(row)}: {self.where(seq)}")
         before = self.previous
         if before is not None and before[seq_column] == seq - 1:
-            if prev != before[hash_column]:
+            # both consistent in themselves, yet not linked: the predecessor is not the record
+            # this one was written after (replaced whole, its hash recomputed)
+            if prev != before[hash_column] and not edited:
                 self.report.findings.append(
-                    f"inserted: {_describe(row)}: {self.where(seq)} does not follow seq {seq - 1}"
+                    f"inserted: {_describe(before)}: {self.where(seq - 1)} replaces the record "
+                    f"seq {seq} follows"
                 )
         else:
             self.gap(before[seq_column] + 1 if before else 1, seq - 1)

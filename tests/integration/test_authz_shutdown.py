@@ -73,7 +73,8 @@ def _journaled(root: Path) -> list[str]:
     ids = []
     for segment in sorted(root.glob("*/*.journal")):
         frames = read_frames(segment.read_bytes(), 0)
-        assert not frames.damage and not frames.incomplete, "a clean stop leaves whole frames"
+        assert not frames.damage, "a clean stop leaves whole frames"
+        assert not frames.incomplete, "and no frame cut short"
         ids += [orjson.loads(payload)["request_id"] for _, payload in frames.payloads]
     return ids
 

@@ -20,15 +20,18 @@ from authz_service.audit.journal import LOCK_FILE, Journal, JournalUnavailableEr
 
 
 def _row(number: int) -> dict[str, Any]:
-    return {"request_id": f"req-{number}", "gateway_type": "PLANT", "decision": "allow",
-            "decided_at": 1_700_000_000_000_000 + number, "roles": [], "shadow_denials": []}  # fmt: skip
+    return {
+        "request_id": f"req-{number}", "gateway_type": "PLANT", "decision": "allow",
+        "decided_at": 1_700_000_000_000_000 + number, "roles": [], "shadow_denials": [],
+    }  # fmt: skip
 
 
 def _read(directory: Path) -> list[dict[str, Any]]:
     rows = []
     for segment in sorted(directory.glob("*.journal")):
         frames = read_frames(segment.read_bytes(), 0)
-        assert not frames.damage and not frames.incomplete
+        assert not frames.damage
+        assert not frames.incomplete
         rows += [orjson.loads(payload) for _, payload in frames.payloads]
     return rows
 
