@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
 import uuid
 from typing import Any
 
+import psycopg
 import pytest
 
+from authz_service.audit.verify import verify
 from devstack import PostgresService
 from tests.e2e._audit_stack import (
     AuditDatabase,
@@ -35,7 +38,10 @@ def gateway_stack_options(
     stack_options, _ = gateway_stack_types
     return stack_options(
         authz_env=audit_db.authz_env(),
-        shipper_env=audit_db.shipper_env(AUTHZ_SHIPPER_HOLD_SECONDS="5"),
+        # a small rotation size: the access logs rotate many times during the module
+        shipper_env=audit_db.shipper_env(
+            AUTHZ_SHIPPER_HOLD_SECONDS="5", AUTHZ_SHIPPER_ACCESS_LOG_ROTATE_BYTES="4096"
+        ),
         entry_points=("plant", "cp"),
     )
 
@@ -202,3 +208,30 @@ def test_no_second_row_appears_later(gateway_stack: Any, audit_db: AuditDatabase
     time.sleep(1.0)  # past Envoy's file flush and the shipper's poll: no stray row
     again = rows_by_correlation(audit_db.reader_dsn, ids)
     assert {i: len(rows) for i, rows in again.items()} == dict.fromkeys(ids, 1)
+
+
+def test_access_logs_rotate_without_losing_a_line(
+    gateway_stack: Any, audit_db: AuditDatabase
+) -> None:
+    """The shipper renames a shipped log, Envoy reopens it (POST /reopen_logs), the old file
+    is read to its end and removed: every request still has its row, the chain unbroken."""
+    token = gateway_stack.sign_token()
+    ids = [str(uuid.uuid4()) for _ in range(80)]
+    for mine in ids:
+        reply = gateway_stack.request("plant", "GET", "/api/v1/orders", token=token,
+                                      headers={"x-correlation-id": mine})  # fmt: skip
+        assert reply.status == 200
+    found = wait_for_rows(audit_db.reader_dsn, ids, one_complete_row)
+    assert all(one_complete_row(found.get(i, [])) for i in ids)
+    live = gateway_stack.access_log_dir / "plant.log"
+    with psycopg.connect(audit_db.reader_dsn) as conn:
+        (generation,) = conn.execute(
+            "SELECT segment FROM gateway_audit_ship_state WHERE source_id LIKE %s",
+            (f"%:{live}",),
+        ).fetchone()
+    assert generation > 2, "80 lines of about 1 KB rotate a 4 KiB log many times"
+    assert live.exists(), "Envoy reopened its log"
+    left = sorted(p.name for p in gateway_stack.access_log_dir.glob("plant.log.*"))
+    assert len(left) <= 1, f"rotated files are removed once shipped: {left}"
+    report = asyncio.run(verify(audit_db.reader_dsn))
+    assert report.findings == []
