@@ -146,12 +146,14 @@ def postgres(workdir: Path, image: str, *, fsync: bool = True) -> Iterator[Postg
             # Both settings are read at server start, and PostgreSQL only accepts the second
             # once pg_cron is loaded: hence two restarts (the image cannot be assumed to let
             # us pass them at first start).
-            for setting in (
-                "shared_preload_libraries = 'pg_cron'",
-                "cron.database_name = 'gateway'",
+            # (jobs run in background workers: the retention login needs no password)
+            for settings in (
+                ("shared_preload_libraries = 'pg_cron'",),
+                ("cron.database_name = 'gateway'", "cron.use_background_workers = on"),
             ):
                 with psycopg.connect(conninfo, autocommit=True) as conn:
-                    conn.execute(f"ALTER SYSTEM SET {setting}")
+                    for setting in settings:
+                        conn.execute(f"ALTER SYSTEM SET {setting}")
                 control.stop()
                 control.start()
         yield PostgresService(

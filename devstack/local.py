@@ -139,7 +139,10 @@ def _run_postgres(
         "max_connections": "200",
     }
     if pg_cron:
-        settings |= {"shared_preload_libraries": "pg_cron", "cron.database_name": GATEWAY_DB}
+        # jobs run as their owner in a background worker: the retention login needs no
+        # password (and no socket: this server listens on TCP only)
+        settings |= {"shared_preload_libraries": "pg_cron", "cron.database_name": GATEWAY_DB,
+                     "cron.use_background_workers": "on"}  # fmt: skip
     argv = [str(server), "-D", str(data)]
     for key, value in settings.items():
         argv += ["-c", f"{key}={value}"]

@@ -16,6 +16,8 @@ from gateway_config import GatewayConfig, load_gateway_config
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BACKEND_UPSTREAM = "backend"  # the upstream the reference backend stands for
 METRICS_PORT = 9464
+SHIPPER_PORT = 9465  # the audit shipper's /health and /metrics
+ACCESS_LOG_DIR = "access-logs"  # under VAR_DIR: Envoy's audit access logs
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,9 @@ class Ports:
 
 def choose_ports(config: GatewayConfig, requested: dict[str, int], *, free: bool) -> Ports:
     """The config's ports, with `requested` ones replaced; `free`: any other port is a free one."""
-    defaults: dict[str, int] = {"authz": config.authz.port, "metrics": METRICS_PORT}
+    defaults: dict[str, int] = {
+        "authz": config.authz.port, "metrics": METRICS_PORT, "shipper": SHIPPER_PORT,
+    }  # fmt: skip
     backend = config.upstreams.get(BACKEND_UPSTREAM)
     defaults["backend"] = backend.port if backend is not None else 8091
     for name, entry in config.entry_points.items():

@@ -50,8 +50,9 @@ class StackState:
     supervisor: Tracked
     children: list[Tracked] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
-    database_url: str = ""
-    audit_spool_dir: str = ""
+    database_url: str = ""  # a reader login (gateway_audit_admin): the audit rows, read-only
+    audit_journal_dir: str = ""
+    shipper_health_url: str = ""
     defaults: list[str] = field(default_factory=list)
     ready: bool = False
 
