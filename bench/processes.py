@@ -16,8 +16,10 @@ from typing import Any
 from bench.envoy_configs import FrontSpec, render_front
 from bench.keys import AUDIENCE, ISSUER, BenchIssuer
 from devstack import grpc_health
+from devstack.model import PostgresService
 from devstack.ports import free_port
 from devstack.process import ManagedProcess
+from devstack.provision import Provisioned, provision
 from devstack.services import provision_envoy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,16 +46,19 @@ def render(workdir: Path) -> tuple[Path, dict[str, Any]]:
     return out, runtime
 
 
-def migrate(dsn: str, workdir: Path) -> None:
+def migrate(pg: PostgresService, workdir: Path) -> Provisioned:
+    """Provision the database (its logins) as the superuser, migrate as the migrations login."""
+    database = provision(pg.dsn_for("postgres"), pg.database)
     with (workdir / "migrate.log").open("wb") as log:
         subprocess.run(
             [sys.executable, "-m", "alembic", "upgrade", "head"],
             cwd=REPO,
-            env={**os.environ, "AUTHZ_DATABASE_URL": dsn},
+            env={**os.environ, "AUTHZ_DATABASE_URL": database.migrator_dsn},
             stdout=log,
             stderr=subprocess.STDOUT,
             check=True,
         )
+    return database
 
 
 @dataclass

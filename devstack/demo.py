@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import orjson
 
-from authz_service.audit.framing import read_frames
+from authz_service.audit.framing import decode_record, read_frames
 from authz_service.runtime_config import IDENTITY_HEADERS
 from devstack import devkey
 from devstack.stackstate import StackState
@@ -160,7 +159,7 @@ def _journal_rows(journals: Path, correlations: list[str]) -> list[dict[str, Any
     decisions = []
     for segment in sorted(journals.glob("*/*.journal")):
         for _, payload in read_frames(segment.read_bytes(), 0).payloads:
-            row = orjson.loads(payload)
+            row = decode_record(payload)
             if row.get("correlation_id") in correlations:
                 row["status_code"] = row.get("authz_status_code")
                 row["created_at"] = row.get("decided_at")

@@ -9,6 +9,7 @@ JSON numbers as normalised decimals (jsonb keeps numbers as numeric), tagged JSO
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Callable, Mapping
@@ -49,7 +50,12 @@ def _timestamp(value: Any) -> int:
 def _address(value: Any) -> str:
     """Packed bytes in hex: independent of how a Python version or PostgreSQL spells it."""
     address = getattr(value, "ip", value)  # asyncpg gives an interface when a netmask is set
-    return ipaddress.ip_address(str(address)).packed.hex()
+    return _packed(str(address))
+
+
+@functools.lru_cache(maxsize=4096)  # a few client addresses send most requests
+def _packed(text: str) -> str:
+    return ipaddress.ip_address(text).packed.hex()
 
 
 def _number(value: int | float) -> str:

@@ -243,8 +243,10 @@ COMPLETION_INTEGERS = (("status_code", SMALLINT), ("request_bytes", BIGINT),
 def completion_row(fields: Mapping[str, Any]) -> Row:
     """The columns Envoy's access-log line sets (already parsed), made storable."""
     clean = Cleaner(str(fields.get("request_id")))
-    row: Row = {c: clean.text(c, fields.get(c), INDEXED_TEXT_MAX) for c in COMPLETION_INDEXED_TEXT}
-    row |= {c: clean.text(c, fields.get(c)) for c in COMPLETION_TEXT}
+    get = fields.get
+    row = _texts(clean, COMPLETION_INDEXED_TEXT, tuple(map(get, COMPLETION_INDEXED_TEXT)),
+                 INDEXED_TEXT_MAX)  # fmt: skip
+    row |= _texts(clean, COMPLETION_TEXT, tuple(map(get, COMPLETION_TEXT)), TEXT_MAX)
     row |= {c: clean.integer(c, fields.get(c), bounds) for c, bounds in COMPLETION_INTEGERS}
     consulted = fields.get("authz_consulted")
     row |= {

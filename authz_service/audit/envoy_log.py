@@ -12,38 +12,42 @@ from typing import Any
 
 import orjson
 
-from authz_service.audit.chain import micros
+from authz_service.audit.chain import EPOCH, micros
 from authz_service.audit.clean import completion_row
 
 # the ext_authz filter puts the service's dynamic metadata under its own name
 AUTHZ_METADATA = "envoy.filters.http.ext_authz"
 # Envoy's local-reply details when the check failed (timeout, service down) or was denied
 AUTHZ_DETAILS_PREFIX = "ext_authz"
+EPOCH_ORDINAL = EPOCH.toordinal()
 
 
 def log_format(gateway_type: str, request_key: str, correlation_id: str) -> dict[str, str]:
-    """The json_format of the file access log (values are Envoy command operators)."""
+    """The json_format of the file access log (values are Envoy command operators).
+
+    Fields are named after the audit columns they fill, so a parsed line needs no renaming.
+    """
     return {
         "request_id": request_key,
         "correlation_id": correlation_id,
         "causation_id": "%REQ(x-causation-id)%",
         "gateway_type": gateway_type,
-        "route": "%ROUTE_NAME%",
+        "route_id": "%ROUTE_NAME%",
         "method": "%REQ(:METHOD)%",
         "path": "%PATH(NQ:ORIG_OR_PATH)%",
-        "status": "%RESPONSE_CODE%",
-        "details": "%RESPONSE_CODE_DETAILS%",
-        "flags": "%RESPONSE_FLAGS%",
-        "start": "%START_TIME(%Y-%m-%dT%H:%M:%S.%6fZ)%",
+        "status_code": "%RESPONSE_CODE%",
+        "response_code_details": "%RESPONSE_CODE_DETAILS%",
+        "response_flags": "%RESPONSE_FLAGS%",
+        "started_at": "%START_TIME(%Y-%m-%dT%H:%M:%S.%6fZ)%",
         "duration_us": "%COMMON_DURATION(DS_RX_BEG:DS_TX_END:us)%",
         "upstream_duration_us": "%COMMON_DURATION(US_TX_BEG:US_RX_END:us)%",
-        "bytes_in": "%BYTES_RECEIVED%",
-        "bytes_out": "%BYTES_SENT%",
+        "request_bytes": "%BYTES_RECEIVED%",
+        "response_bytes": "%BYTES_SENT%",
         "upstream_cluster": "%UPSTREAM_CLUSTER%",
         "upstream_host": "%UPSTREAM_HOST%",
-        "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+        "client_ip": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
         "user_agent": "%REQ(user-agent)%",
-        "authz": f"%DYNAMIC_METADATA({AUTHZ_METADATA}:decision)%",
+        "authz_decision": f"%DYNAMIC_METADATA({AUTHZ_METADATA}:decision)%",
     }
 
 
@@ -51,26 +55,18 @@ class UnreadableLineError(ValueError):
     """The line is not a JSON object with a request id (a torn line, or not Envoy's)."""
 
 
-def _text(line: dict[str, Any], name: str) -> str | None:
-    value = line.get(name)
-    if value is None or value == "-":  # Envoy's "nothing" in some operators
-        return None
-    return value if isinstance(value, str) else str(value)
-
-
-def _number(line: dict[str, Any], name: str) -> int | None:
-    value = line.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _started_at(line: dict[str, Any]) -> int | None:
-    text = _text(line, "start")
-    if text is None:
+def _started_at(text: Any) -> int | None:
+    """Envoy's start time (UTC, microseconds) as microseconds since the epoch."""
+    if not isinstance(text, str):
         return None
     try:
-        return micros(datetime.fromisoformat(text))
+        start = datetime.fromisoformat(text)
     except ValueError:
         return None
+    if start.utcoffset():  # Envoy writes UTC ("Z"): the quick way is exact for it
+        return micros(start)
+    seconds = (start.toordinal() - EPOCH_ORDINAL) * 86400 + start.hour * 3600
+    return (seconds + start.minute * 60 + start.second) * 1_000_000 + start.microsecond
 
 
 def completion_of(raw: bytes, read_at_us: int) -> dict[str, Any]:
@@ -79,36 +75,22 @@ def completion_of(raw: bytes, read_at_us: int) -> dict[str, Any]:
         line = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise UnreadableLineError(f"not JSON: {error}") from error
-    if not isinstance(line, dict) or not _text(line, "request_id"):
+    if type(line) is not dict or not line.get("request_id"):
         raise UnreadableLineError("no request_id")
-    started = _started_at(line)
-    duration = _number(line, "duration_us")
-    details = _text(line, "details")
-    decided = _text(line, "authz") in ("allow", "deny")
-    consulted = decided or (details or "").startswith(AUTHZ_DETAILS_PREFIX)
-    fields = {
-        "request_id": _text(line, "request_id"),
-        "gateway_type": _text(line, "gateway_type"),
-        "correlation_id": _text(line, "correlation_id"),
-        "causation_id": _text(line, "causation_id"),
-        "route_id": _text(line, "route"),
-        "method": _text(line, "method"),
-        "path": _text(line, "path"),
-        "client_ip": _text(line, "client"),
-        "user_agent": _text(line, "user_agent"),
-        "status_code": _number(line, "status"),
-        "response_code_details": details,
-        "response_flags": _text(line, "flags"),
-        "total_duration_ms": None if duration is None else duration / 1000,
-        "request_bytes": _number(line, "bytes_in"),
-        "response_bytes": _number(line, "bytes_out"),
-        "upstream_cluster": _text(line, "upstream_cluster"),
-        "upstream_host": _text(line, "upstream_host"),
-        "started_at": started,
-        # a completion is never without it: Envoy's end of the request, else when it was read
-        "completed_at": started + duration
-        if started is not None and duration is not None
-        else read_at_us,
-        "authz_consulted": consulted,
-    }
-    return completion_row(fields)
+    started = _started_at(line.get("started_at"))
+    duration = line.get("duration_us")
+    if type(duration) is not int:
+        duration = None
+    details = line.get("response_code_details")
+    if line.get("response_flags") == "-":  # Envoy's "no flag"
+        line["response_flags"] = None
+    line["started_at"] = started
+    line["total_duration_ms"] = None if duration is None else duration / 1000
+    # a completion is never without it: Envoy's end of the request, else when it was read
+    line["completed_at"] = (
+        started + duration if started is not None and duration is not None else read_at_us
+    )
+    line["authz_consulted"] = line.get("authz_decision") in ("allow", "deny") or (
+        isinstance(details, str) and details.startswith(AUTHZ_DETAILS_PREFIX)
+    )
+    return completion_row(line)

@@ -20,11 +20,15 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
-
 from authz_service.audit import metrics
 from authz_service.audit.chain import Chain
-from authz_service.audit.framing import SEGMENT_MAGIC, SEGMENT_SUFFIX, encode_frame, segment_name
+from authz_service.audit.framing import (
+    SEGMENT_MAGIC,
+    SEGMENT_SUFFIX,
+    encode_frame,
+    encode_record,
+    segment_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +196,7 @@ class Journal:
             metrics.DROPPED.labels(reason="journal_full").inc()
             return None
         self._chain.link(row)
-        self._buffer.append(encode_frame(orjson.dumps(row)))
+        self._buffer.append(encode_frame(encode_record(row)))
         if self._batch is None:
             self._batch = asyncio.get_running_loop().create_future()
             self._batch.add_done_callback(_retrieved)

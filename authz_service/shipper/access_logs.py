@@ -140,18 +140,19 @@ class AccessLogReader:
     def _lines(self, key: SourceKey, cursor: _Cursor, data: bytes, budget: int) -> list[Item]:
         items: list[Item] = []
         generation, start = cursor.position.segment, cursor.position.offset
-        at = 0
+        read_at_us = time.time_ns() // 1000
+        find, at = data.find, 0
         while len(items) < budget:
-            newline = data.find(b"\n", at)
+            newline = find(b"\n", at)
             if newline < 0:
                 break  # a line Envoy is still writing
             raw, at = data[at:newline], newline + 1
             position = Position(generation, start + at)
             cursor.position = position
-            if not raw.strip():
+            if not raw or raw.isspace():
                 continue
             try:
-                row = completion_of(raw, time.time_ns() // 1000)
+                row = completion_of(raw, read_at_us)
             except UnreadableLineError as error:
                 metrics.DAMAGED.labels(source="access_log", reason="unreadable_line").inc()
                 metrics.DAMAGED_BYTES.labels(source="access_log").inc(len(raw) + 1)

@@ -38,6 +38,8 @@ def differs(mine: dict[str, Any], stored: dict[str, Any], half: Half) -> dict[st
     Compared in canonical form (an address spelled two ways is one address); each value is
     wrapped in a list so that a NULL of the half survives as [null].
     """
+    if all(mine.get(name) == stored.get(name) for name in SHARED_NAMES):
+        return None  # nearly always: both halves saw the same request
     own = canonical_values(half, mine)[_SHARED_AT : _SHARED_AT + len(SHARED)]
     there = canonical_values(half, {**mine, **stored})[_SHARED_AT : _SHARED_AT + len(SHARED)]
     diff = {name: [mine.get(name)] for name, a, b in zip(SHARED_NAMES, own, there, strict=True)

@@ -15,9 +15,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-
-from authz_service.audit.framing import Damage, read_frames, segment_name, segment_number
+from authz_service.audit.framing import (
+    Damage,
+    decode_record,
+    read_frames,
+    segment_name,
+    segment_number,
+)
 from authz_service.audit.journal import LOCK_FILE
 from authz_service.shipper import metrics
 from authz_service.shipper.model import Item, Position, Progress, SourceKey
@@ -141,10 +145,10 @@ class JournalReader:
 
     def _record(self, key: SourceKey, cursor: _Cursor, position: Position, raw: bytes) -> Item:
         try:
-            row = orjson.loads(raw)
+            row = decode_record(raw)
             seq, digest = int(row["journal_seq"]), str(row["journal_hash"])
             at_us = int(row.get("decided_at") or 0)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError) as error:
             metrics.DAMAGED.labels(source="journal", reason="unreadable_record").inc()
             log.error("audit journal %s: record at %s unreadable: %s", key.id, position, error)  # noqa: TRY400
             return self._skip_to(key, cursor, position)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -30,6 +32,10 @@ from authz_service.shipper.store import UNAVAILABLE, Store, is_row_error
 
 log = logging.getLogger(__name__)
 
+# A batch keeps thousands of row dicts alive (acyclic: strings, numbers): with the default
+# thresholds the cyclic collector walks them again and again, which measured as much CPU as
+# parsing them. Rarer collections; cycles are still collected, later.
+GC_THRESHOLDS = (200_000, 50, 1000)
 BACKLOG_SCAN_SECONDS = 1.0
 RATE_WINDOW_SECONDS = 10.0
 STOP_GRACE_SECONDS = 10.0  # on SIGTERM: this long to write what is read, then exit anyway
@@ -122,17 +128,20 @@ class Shipper:
                     pass
 
     async def round(self, *, final: bool) -> bool:
-        """Read, join and write one batch; False when there was nothing to do."""
+        """Write one batch (reading the next meanwhile); False when there was nothing to do."""
         budget = self.settings.batch_rows
         if len(self._ready) < budget and not final:
             await self._read(budget)
         now = time.monotonic()
         self._ready += self.joiner.expired(now, everything=final)
         batch, self._ready = self._ready[:budget], self._ready[budget:]
-        states = self._prospective(batch)
+        states = self._prospective(batch)  # before the next read: it only appends
         if not batch and not states:
             return False
-        if await self._write(batch, states):
+        # PostgreSQL inserts this batch while this process reads and joins the next one
+        ahead = not final and len(self._ready) < budget
+        written = await self._write(batch, states, self._read_now if ahead else None)
+        if written:
             await asyncio.to_thread(self._after_commit)
             return True
         self._ready = batch + self._ready
@@ -140,10 +149,19 @@ class Shipper:
         return not final
 
     async def _read(self, budget: int) -> None:
-        snapshot = await asyncio.to_thread(self.logs.snapshot)
-        decisions = await asyncio.to_thread(self.journals.read, budget)
-        completions = await asyncio.to_thread(self.logs.read, snapshot, budget)
-        items: list[Item] = decisions + completions
+        await asyncio.to_thread(self._read_into, budget)
+
+    def _read_now(self) -> None:
+        """Read ahead on the event loop while PostgreSQL works (a failure here waits a round)."""
+        try:
+            self._read_into(self.settings.batch_rows)
+        except OSError:
+            log.exception("audit shipper: reading ahead failed; next round reads again")
+
+    def _read_into(self, budget: int) -> None:
+        """The access logs' sizes, the journals, then the logs up to those sizes; joined."""
+        snapshot = self.logs.snapshot()
+        items: list[Item] = self.journals.read(budget) + self.logs.read(snapshot, budget)
         for item in items:
             self.progress.add(item)
         self._ready += self.joiner.add(items, time.monotonic())
@@ -163,10 +181,15 @@ class Shipper:
                 changed.append(state)
         return changed
 
-    async def _write(self, batch: list[Pair], states: list[SourceState]) -> bool:
+    async def _write(
+        self,
+        batch: list[Pair],
+        states: list[SourceState],
+        meanwhile: Callable[[], None] | None = None,
+    ) -> bool:
         started = time.monotonic()
         try:
-            refused = await self.store.write(batch, states)
+            refused = await self.store.write(batch, states, meanwhile)
         except (*UNAVAILABLE, asyncpg.PostgresError) as error:
             self.progress.abandon()
             self.store.drop()
@@ -186,9 +209,11 @@ class Shipper:
         metrics.BATCHES.inc()
         metrics.BATCH_SECONDS.observe(seconds)
         metrics.ERRORS.labels(kind="rejected").inc(refused)
-        for pair in batch:
-            half = "merged" if pair.decision and pair.completion else pair.items[0].half
-            metrics.ROWS.labels(half=str(half)).inc()
+        merged = sum(1 for pair in batch if pair.decision and pair.completion)
+        decisions = sum(1 for pair in batch if pair.completion is None)
+        metrics.ROWS.labels(half="merged").inc(merged)
+        metrics.ROWS.labels(half="decision").inc(decisions)
+        metrics.ROWS.labels(half="completion").inc(len(batch) - merged - decisions)
         self._rows_total += len(batch)
         self._written.append((time.monotonic(), len(batch)))
         newest = max((i.at_us for p in batch for i in p.items), default=0)
@@ -208,9 +233,16 @@ class Shipper:
         self.logs.after_commit()
 
 
+def tune_gc() -> None:
+    gc.collect()
+    gc.freeze()  # what was built at start lives as long as the process
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def ship(settings: ShipperSettings, started: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT: then write what was read and exit."""
     shipper = Shipper(settings)
+    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

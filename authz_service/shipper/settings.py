@@ -34,7 +34,7 @@ class ShipperSettings(BaseSettings):
         "127.0.0.1:9465",
         description="host:port of GET /health (JSON, 200 or 503) and GET /metrics; empty: off.",
     )
-    batch_rows: int = Field(5000, ge=1, description="Rows per transaction at most.")
+    batch_rows: int = Field(10_000, ge=1, description="Rows per transaction at most.")
     hold_seconds: float = Field(
         2.0, ge=0, description="A decision waits this long for its completion before going alone."
     )

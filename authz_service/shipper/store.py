@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
 import orjson
 
-from authz_service.audit.chain import from_micros
 from authz_service.audit.columns import (
     CHAIN_COLUMNS,
     DIFFERS_COLUMN,
+    KEY_NAMES,
     KINDS,
     ROW_COLUMNS,
     SHARED_NAMES,
@@ -28,7 +28,7 @@ from authz_service.audit.columns import (
     Kind,
     half_columns,
 )
-from authz_service.shipper.join import Pair, staged_row
+from authz_service.shipper.join import Pair, differs
 from authz_service.shipper.model import Position, SourceKey, SourceState
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,20 @@ TABLE = "gateway_audit_logs"
 STAGING = "audit_staging"
 _SQL_TYPES: dict[Kind, str] = {
     "text": "text", "int": "bigint", "float": "double precision", "bool": "boolean",
-    "ts": "timestamptz", "inet": "inet", "json": "jsonb", "text[]": "text[]",
+    # microseconds since the epoch: PostgreSQL turns them into timestamps (exact below 2^53 µs,
+    # the year 2255), much cheaper than a Python datetime per value; addresses likewise
+    "ts": "bigint", "inet": "text", "json": "jsonb", "text[]": "text[]",
 }  # fmt: skip
+
+
+def _value(column: str, source: str = "s") -> str:
+    """The staged column as the table's type."""
+    kind = KINDS.get(column)
+    if kind == "ts":
+        return f"'epoch'::timestamptz + {source}.{column} * interval '1 microsecond'"
+    if kind == "inet":
+        return f"{source}.{column}::inet"
+    return f"{source}.{column}"
 
 
 def _column_type(name: str) -> str:
@@ -74,8 +86,8 @@ def is_row_error(error: BaseException) -> bool:
 
 def _differs_sql(prefix_new: str, prefix_old: str) -> str:
     parts = ", ".join(
-        f"'{c}', CASE WHEN {prefix_old}.{c} IS DISTINCT FROM {prefix_new}.{c} "
-        f"THEN jsonb_build_array({prefix_new}.{c}) END"
+        f"'{c}', CASE WHEN {prefix_old}.{c} IS DISTINCT FROM {_value(c, prefix_new)} "
+        f"THEN jsonb_build_array({_value(c, prefix_new)}) END"
         for c in SHARED_NAMES
     )
     return f"nullif(jsonb_strip_nulls(jsonb_build_object({parts})), '{{}}'::jsonb)"
@@ -85,7 +97,7 @@ def _fill_sql(half: Half, presence: str) -> str:
     """Set a half where the row lacks it (the write-once trigger allows only that)."""
     differs = DIFFERS_COLUMN[half]
     own = [c for c in half_columns(half) if c != differs]
-    assignments = ", ".join(f"{c} = s.{c}" for c in own)
+    assignments = ", ".join(f"{c} = {_value(c)}" for c in own)
     computed = _differs_sql("s", "t")
     if half == "completion":  # a merged staged row carries the completion's own differences
         computed = f"CASE WHEN s.decision IS NOT NULL THEN s.{differs} ELSE {computed} END"
@@ -103,10 +115,21 @@ CREATE_STAGING = (
     + ", ".join(f"{c} {_column_type(c)}" for c in ROW_COLUMNS)
     + ") ON COMMIT DELETE ROWS"
 )
-INSERT_SQL = (
-    f"INSERT INTO {TABLE} ({COLUMNS}) SELECT {COLUMNS} FROM {STAGING} "  # noqa: S608
-    "ON CONFLICT (request_id, gateway_type) DO NOTHING"
+# what is inserted leaves the staging table in the same statement: what stays are the rows
+# already there (a late half, or a re-read), usually none, which the fills then complete
+INSERT_SQL = f"""
+WITH inserted AS (
+    INSERT INTO {TABLE} ({COLUMNS})
+    SELECT {", ".join(_value(c) for c in ROW_COLUMNS)} FROM {STAGING} AS s
+    ON CONFLICT (request_id, gateway_type) DO NOTHING
+    RETURNING request_id, gateway_type
+), placed AS (
+    DELETE FROM {STAGING} AS s USING inserted AS i
+    WHERE s.request_id = i.request_id AND s.gateway_type IS NOT DISTINCT FROM i.gateway_type
+    RETURNING 1
 )
+SELECT count(*) FROM placed
+"""  # noqa: S608 - column names from columns.py, no input
 FILL_COMPLETIONS = _fill_sql("completion", "completed_at")
 FILL_DECISIONS = _fill_sql("decision", "decision")
 STATE_SQL = """
@@ -125,18 +148,40 @@ VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
 """
 
 
-def _record(row: dict[str, Any]) -> tuple[Any, ...]:
-    values = []
-    for column in ROW_COLUMNS:
-        value = row.get(column)
-        kind = KINDS.get(column)
-        if value is not None:
-            if kind == "ts":
-                value = from_micros(int(value))
-            elif kind == "json" or column.endswith("_differs"):
-                value = orjson.dumps(value).decode()
-        values.append(value)
-    return tuple(values)
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+# the COPY's columns in three stretches: the key and shared facts (from the first half),
+# the decision's columns, the completion's; and the JSON ones, which asyncpg takes as text
+_FRONT = ROW_COLUMNS[: len(KEY_NAMES) + len(SHARED_NAMES)]
+_DECISION = half_columns("decision")
+_COMPLETION = half_columns("completion")
+_NO_DECISION: tuple[None, ...] = (None,) * len(_DECISION)
+_NO_COMPLETION: tuple[None, ...] = (None,) * len(_COMPLETION)
+_JSON_AT = tuple(
+    i for i, c in enumerate(ROW_COLUMNS) if KINDS.get(c) == "json" or c.endswith("_differs")
+)
+_COMPLETION_DIFFERS_AT = ROW_COLUMNS.index(DIFFERS_COLUMN["completion"])
+assert (*_FRONT, *_DECISION, *_COMPLETION) == ROW_COLUMNS
+
+
+def staged_record(pair: Pair) -> list[Any]:
+    """The COPY record of a pair, in one pass (what `staged_row` gives, as a row of values)."""
+    decision = pair.decision.row if pair.decision is not None else None
+    completion = pair.completion.row if pair.completion is not None else None
+    first = decision if decision is not None else completion
+    assert first is not None
+    own = map(decision.get, _DECISION) if decision is not None else _NO_DECISION
+    envoys = map(completion.get, _COMPLETION) if completion is not None else _NO_COMPLETION
+    values = [*map(first.get, _FRONT), *own, *envoys]
+    if decision is not None and completion is not None:
+        shared = {name: decision.get(name) for name in SHARED_NAMES}
+        values[_COMPLETION_DIFFERS_AT] = differs(completion, shared, "completion")
+    for at in _JSON_AT:
+        if values[at] is not None:
+            values[at] = _json_text(values[at])
+    return values
 
 
 class Store:
@@ -186,14 +231,22 @@ class Store:
             for r in rows
         }
 
-    async def write(self, pairs: Sequence[Pair], states: Sequence[SourceState]) -> int:
-        """Rows and offsets in one transaction; returns how many rows PostgreSQL refused."""
+    async def write(
+        self,
+        pairs: Sequence[Pair],
+        states: Sequence[SourceState],
+        meanwhile: Callable[[], None] | None = None,
+    ) -> int:
+        """Rows and offsets in one transaction; returns how many rows PostgreSQL refused.
+
+        `meanwhile` runs (at most once) while PostgreSQL executes the batch's INSERT.
+        """
         conn = await self.connect()
-        rows = [staged_row(pair) for pair in pairs]
+        records = [staged_record(pair) for pair in pairs]
         async with asyncio.timeout(self._timeout):
             try:
                 async with conn.transaction():
-                    await self._rows(conn, rows)
+                    await self._rows(conn, records, meanwhile)
                     await self._states(conn, states)
             except asyncpg.PostgresError as error:
                 if not is_row_error(error):
@@ -201,16 +254,23 @@ class Store:
                 log.warning("audit batch refused (%s); writing it row by row", error)
             else:
                 return 0
-            return await self._one_by_one(conn, pairs, rows, states)
+            return await self._one_by_one(conn, pairs, records, states)
 
-    async def _rows(self, conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> None:
+    async def _rows(
+        self,
+        conn: asyncpg.Connection,
+        records: list[list[Any]],
+        meanwhile: Callable[[], None] | None = None,
+    ) -> None:
         await conn.execute(f"TRUNCATE {STAGING}")
-        await conn.copy_records_to_table(
-            STAGING, records=[_record(r) for r in rows], columns=ROW_COLUMNS
-        )
-        await conn.execute(INSERT_SQL)
-        await conn.execute(FILL_COMPLETIONS)
-        await conn.execute(FILL_DECISIONS)
+        await conn.copy_records_to_table(STAGING, records=records, columns=ROW_COLUMNS)
+        inserting = asyncio.ensure_future(conn.fetchval(INSERT_SQL))
+        if meanwhile is not None:
+            await asyncio.sleep(0)  # the INSERT goes out; this process works while it runs
+            meanwhile()
+        if await inserting < len(records):
+            await conn.execute(FILL_COMPLETIONS)
+            await conn.execute(FILL_DECISIONS)
 
     async def _states(self, conn: asyncpg.Connection, states: Sequence[SourceState]) -> None:
         if states:
@@ -226,15 +286,15 @@ class Store:
         self,
         conn: asyncpg.Connection,
         pairs: Sequence[Pair],
-        rows: list[dict[str, Any]],
+        records: list[list[Any]],
         states: Sequence[SourceState],
     ) -> int:
         refused = 0
         async with conn.transaction():
-            for pair, row in zip(pairs, rows, strict=True):
+            for pair, record in zip(pairs, records, strict=True):
                 try:
                     async with conn.transaction():  # a savepoint per row
-                        await self._rows(conn, [row])
+                        await self._rows(conn, [record])
                 except asyncpg.PostgresError as error:
                     if not is_row_error(error):
                         raise

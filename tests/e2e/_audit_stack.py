@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from authz_service.audit.framing import read_frames
+from authz_service.audit.framing import decode_record, read_frames
 from devstack import PostgresService
 from devstack.provision import Provisioned
 from tests.e2e.conftest import GatewayStack, _start_authz, start_shipper
@@ -166,11 +166,10 @@ def one_complete_row(rows: list[Row]) -> bool:
 
 def journal_records(stack: GatewayStack, decision: str = "") -> int:
     """Records in the stack's journals not yet removed by the shipper (of `decision`, if set)."""
-    marker = f'"decision":"{decision}"'.encode() if decision else b""
     count = 0
     for segment in stack.journal_dir.glob("*/*.journal"):
-        frames = read_frames(segment.read_bytes(), 0)
-        count += sum(1 for _, payload in frames.payloads if marker in payload)
+        for _, payload in read_frames(segment.read_bytes(), 0).payloads:
+            count += not decision or decode_record(payload)["decision"] == decision
     return count
 
 

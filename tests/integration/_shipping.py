@@ -38,11 +38,12 @@ def envoy_line(request_id: str, **fields: Any) -> bytes:
     """One access-log line in the fields render asks Envoy for."""
     line = {
         "request_id": request_id, "correlation_id": f"corr-{request_id}", "causation_id": None,
-        "gateway_type": "PLANT", "route": "orders-list", "method": "GET",
-        "path": "/api/v1/orders", "status": 200, "details": "via_upstream", "flags": "-",
-        "start": "2026-11-29T12:00:00.123456Z", "duration_us": 1500, "bytes_in": 0,
-        "bytes_out": 120, "upstream_cluster": "backend", "upstream_host": "127.0.0.1:8091",
-        "client": "10.0.0.1", "user_agent": "test/1", "authz": "allow",
+        "gateway_type": "PLANT", "route_id": "orders-list", "method": "GET",
+        "path": "/api/v1/orders", "status_code": 200, "response_code_details": "via_upstream",
+        "response_flags": "-", "started_at": "2026-11-29T12:00:00.123456Z",
+        "duration_us": 1500, "request_bytes": 0, "response_bytes": 120,
+        "upstream_cluster": "backend", "upstream_host": "127.0.0.1:8091",
+        "client_ip": "10.0.0.1", "user_agent": "test/1", "authz_decision": "allow",
     }  # fmt: skip
     line.update(fields)
     return orjson.dumps(line) + b"\n"

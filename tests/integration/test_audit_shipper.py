@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from authz_service.audit.chain import Chain
-from authz_service.audit.framing import SEGMENT_MAGIC, encode_frame, segment_name
+from authz_service.audit.framing import SEGMENT_MAGIC, encode_frame, encode_record, segment_name
 from authz_service.shipper import metrics
 from devstack import PostgresService
 from devstack.provision import Provisioned
@@ -45,7 +45,7 @@ async def test_a_decision_and_its_completion_become_one_row(
     tmp_path: Path, database: Provisioned
 ) -> None:
     opened = await journal(tmp_path / "j", [decision("r1", user_id="alice")])
-    _, listing = _log(tmp_path, envoy_line("r1", status=201))
+    _, listing = _log(tmp_path, envoy_line("r1", status_code=201))
     merged = metrics.ROWS.labels(half="merged")._value.get()
     await ship_all(shipper(database.shipper_dsn, tmp_path / "j", listing, hold_seconds=30))
     await opened.close()
@@ -67,7 +67,7 @@ async def test_a_completion_first_is_completed_by_its_decision_later(
 ) -> None:
     """Envoy's line alone (its decision on another host, say); the decision fills the row and
     keeps its own view of the shared facts aside, so both halves still verify."""
-    _, listing = _log(tmp_path, envoy_line("r2", user_agent="envoy-saw/1", status=403))
+    _, listing = _log(tmp_path, envoy_line("r2", user_agent="envoy-saw/1", status_code=403))
     await ship_all(shipper(database.shipper_dsn, tmp_path / "j", listing))
     (alone,) = rows(database.reader_dsn)
     assert (alone["decision"], alone["user_agent"], alone["roles"]) == (None, "envoy-saw/1", None)
@@ -107,8 +107,8 @@ async def test_awkward_values_hash_alike_from_what_postgresql_returns(
         trial_mode=False,
     )
     opened = await journal(tmp_path / "j", [awkward])
-    line = envoy_line("r3-ünï", client="::ffff:10.1.2.3", path="/ünï/%20", duration_us=1,
-                      bytes_out=2**40)  # fmt: skip
+    line = envoy_line("r3-ünï", client_ip="::ffff:10.1.2.3", path="/ünï/%20", duration_us=1,
+                      response_bytes=2**40)  # fmt: skip
     _, listing = _log(tmp_path, line)
     await ship_all(shipper(database.shipper_dsn, tmp_path / "j", listing, hold_seconds=30))
     await opened.close()
@@ -144,7 +144,7 @@ def _dead_journal(root: Path, name: str, rows: list[dict[str, Any]]) -> None:
     """A journal whose writer is gone, written frame by frame as given."""
     directory = root / name
     directory.mkdir(parents=True)
-    frames = b"".join(encode_frame(orjson.dumps(row)) for row in rows)
+    frames = b"".join(encode_frame(encode_record(row)) for row in rows)
     (directory / segment_name(1)).write_bytes(SEGMENT_MAGIC + frames)
 
 

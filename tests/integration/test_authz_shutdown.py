@@ -12,12 +12,11 @@ import uuid
 from pathlib import Path
 
 import grpc
-import orjson
 from envoy.service.auth.v3 import attribute_context_pb2 as ac
 from envoy.service.auth.v3 import external_auth_pb2 as ext
 from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 
-from authz_service.audit.framing import read_frames
+from authz_service.audit.framing import decode_record, read_frames
 from authz_service.devtokens import sign_dev_token
 from authz_service.server import serve
 from authz_service.settings import Settings
@@ -75,7 +74,7 @@ def _journaled(root: Path) -> list[str]:
         frames = read_frames(segment.read_bytes(), 0)
         assert not frames.damage, "a clean stop leaves whole frames"
         assert not frames.incomplete, "and no frame cut short"
-        ids += [orjson.loads(payload)["request_id"] for _, payload in frames.payloads]
+        ids += [decode_record(payload)["request_id"] for _, payload in frames.payloads]
     return ids
 
 

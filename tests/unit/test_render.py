@@ -238,11 +238,12 @@ def test_access_logs_go_to_stdout_and_to_a_file_per_entry_point(out: Path) -> No
         render.request_key_expression("CP"),
         render.correlation_id_expression("CP"),
     )
-    for field in ("route", "method", "path", "status", "details", "flags", "start",
-                  "duration_us", "bytes_in", "bytes_out", "upstream_host", "client",
-                  "user_agent", "authz", "causation_id"):  # fmt: skip
+    for field in ("route_id", "method", "path", "status_code", "response_code_details",
+                  "response_flags", "started_at", "duration_us", "upstream_duration_us",
+                  "request_bytes", "response_bytes", "upstream_host", "client_ip", "user_agent",
+                  "authz_decision", "causation_id"):  # fmt: skip
         assert field in line
-    assert "%6f" in line["start"]  # microseconds
+    assert "%6f" in line["started_at"]  # microseconds
     # health-check traffic (other hops probing the readiness route) is left out
     expression = audit["filter"]["extension_filter"]["typed_config"]["expression"]
     assert "readiness" in expression

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
 from authz_service.audit.framing import (
     FRAME_HEADER,
+    RECORD_COLUMNS,
     SEGMENT_MAGIC,
+    UnreadableRecordError,
+    decode_record,
     encode_frame,
+    encode_record,
     read_frames,
     segment_name,
     segment_number,
@@ -84,3 +90,19 @@ def test_segment_names_sort_and_parse() -> None:
     assert segment_number(segment_name(12)) == 12
     assert segment_number("writer.lock") is None
     assert segment_number("x.journal") is None
+
+
+def test_records_are_positional_arrays_that_decode_back() -> None:
+    row = {name: None for name in RECORD_COLUMNS} | {"request_id": "r1", "roles": ["a"],
+                                                     "opa_decisions": {"k": 1}}  # fmt: skip
+    payload = encode_record({**row, "not_a_column": "dropped"})
+    assert payload.startswith(b"[1,")
+    assert decode_record(payload) == row
+
+
+@pytest.mark.parametrize(
+    "payload", [b"[2, 1, 2]", b'{"request_id": "r1"}', b"[1, 2, 3]", b"[1, ", b"[]"]
+)
+def test_a_record_of_an_unknown_layout_is_refused(payload: bytes) -> None:
+    with pytest.raises(UnreadableRecordError):
+        decode_record(payload)

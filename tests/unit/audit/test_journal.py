@@ -9,13 +9,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from authz_service.audit import journal as journal_module
 from authz_service.audit import metrics
 from authz_service.audit.chain import GENESIS, record_hash
-from authz_service.audit.framing import read_frames
+from authz_service.audit.framing import decode_record, read_frames
 from authz_service.audit.journal import LOCK_FILE, Journal, JournalUnavailableError, journal_bytes
 
 
@@ -32,7 +31,7 @@ def _read(directory: Path) -> list[dict[str, Any]]:
         frames = read_frames(segment.read_bytes(), 0)
         assert not frames.damage
         assert not frames.incomplete
-        rows += [orjson.loads(payload) for _, payload in frames.payloads]
+        rows += [decode_record(payload) for _, payload in frames.payloads]
     return rows
 
 

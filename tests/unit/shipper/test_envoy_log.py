@@ -12,9 +12,12 @@ from authz_service.audit.envoy_log import UnreadableLineError, completion_of, lo
 
 
 def _line(**fields: object) -> bytes:
-    base = {"request_id": "r1", "gateway_type": "PLANT", "status": 200, "details": "via_upstream",
-            "flags": "-", "start": "2026-01-02T03:04:05.123456Z", "duration_us": 2500,
-            "authz": "allow", "route": "orders-list", "client": "10.0.0.1"}  # fmt: skip
+    base = {
+        "request_id": "r1", "gateway_type": "PLANT", "status_code": 200,
+        "response_code_details": "via_upstream", "response_flags": "-",
+        "started_at": "2026-01-02T03:04:05.123456Z", "duration_us": 2500,
+        "authz_decision": "allow", "route_id": "orders-list", "client_ip": "10.0.0.1",
+    }  # fmt: skip
     return orjson.dumps({**base, **fields})
 
 
@@ -32,20 +35,22 @@ def test_a_line_becomes_a_completion_row() -> None:
 
 @pytest.mark.parametrize(
     ("fields", "consulted"),
-    [({"authz": "deny"}, True), ({"authz": None, "details": "ext_authz_error"}, True),
-     ({"authz": None, "details": "route_not_found"}, False), ({"authz": None}, False)],
+    [({"authz_decision": "deny"}, True),
+     ({"authz_decision": None, "response_code_details": "ext_authz_error"}, True),
+     ({"authz_decision": None, "response_code_details": "route_not_found"}, False),
+     ({"authz_decision": None}, False)],
 )  # fmt: skip
 def test_whether_ext_authz_was_consulted(fields: dict[str, object], consulted: bool) -> None:
     assert completion_of(_line(**fields), read_at_us=0)["authz_consulted"] is consulted
 
 
 def test_a_line_without_times_is_completed_when_read() -> None:
-    row = completion_of(_line(start=None, duration_us=None), read_at_us=42)
+    row = completion_of(_line(started_at=None, duration_us=None), read_at_us=42)
     assert (row["started_at"], row["completed_at"]) == (None, 42)
 
 
-@pytest.mark.parametrize("raw", [b'{"request_id": "r1", "sta', b"[1, 2]", b'{"status": 200}',
-                                 b'{"request_id": ""}'])  # fmt: skip
+@pytest.mark.parametrize("raw", [b'{"request_id": "r1", "sta', b"[1, 2]",
+                                 b'{"status_code": 200}', b'{"request_id": ""}'])  # fmt: skip
 def test_unreadable_lines_are_refused(raw: bytes) -> None:
     with pytest.raises(UnreadableLineError):
         completion_of(raw, read_at_us=0)

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from authz_service.audit.framing import SEGMENT_MAGIC, encode_frame, segment_name
+from authz_service.audit.framing import SEGMENT_MAGIC, encode_frame, encode_record, segment_name
 from authz_service.audit.journal import LOCK_FILE
 from authz_service.shipper.access_logs import AccessLogReader, Stream, rotated, stream_key
 from authz_service.shipper.journals import JournalReader
@@ -21,7 +21,7 @@ def _frame(seq: int) -> bytes:
         "request_id": f"r{seq}", "gateway_type": "PLANT", "journal_seq": seq,
         "journal_hash": f"h{seq}", "decided_at": seq,
     }  # fmt: skip
-    return encode_frame(orjson.dumps(row))
+    return encode_frame(encode_record(row))
 
 
 def _journal(root: Path, *segments: bytes, locked: bool) -> tuple[Path, int | None]:
@@ -76,7 +76,7 @@ def test_a_sealed_segment_leads_to_the_next(tmp_path: Path) -> None:
 
 
 def _lines(*request_ids: str) -> bytes:
-    return b"".join(orjson.dumps({"request_id": r, "gateway_type": "PLANT", "status": 200})
+    return b"".join(orjson.dumps({"request_id": r, "gateway_type": "PLANT", "status_code": 200})
                     + b"\n" for r in request_ids)  # fmt: skip
 
 
