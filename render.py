@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import orjson
 import yaml
 
 from authz_service.audit.envoy_log import log_format
 from gateway_config import ConfigError, GatewayConfig, load_gateway_config
-from gateway_config.envoy_view import CORRELATION_HEADER, access_log_path, entry_point_view
+from gateway_config.envoy_view import CORRELATION_HEADER, access_log_manifest, entry_point_view
 from gateway_config.policies import DEFAULT_POLICY_DIR
 from gateway_config.runtime import config_revision, to_runtime_config
 from gateway_config.static_bundle import static_bootstrap
@@ -84,20 +83,6 @@ def correlation_id_expression(gateway_type: str) -> str:
         f"({HAS_REQUEST_ID} ? request.headers['x-request-id'] : '')"
     )
     return f"%CEL({chosen})%" + _unless(f"({HAS_CORRELATION_ID} || {HAS_REQUEST_ID})", gateway_type)
-
-
-def access_log_manifest(config: GatewayConfig) -> str:
-    """What the audit shipper tails: each entry point's log file and its Envoy admin."""
-    entries = [
-        {
-            "name": name,
-            "gateway_type": str(entry.gateway_type),
-            "path": str(access_log_path(config, name)),
-            "admin": f"{entry.admin.address}:{entry.admin.port}",
-        }
-        for name, entry in config.entry_points.items()
-    ]
-    return orjson.dumps({"access_logs": entries}, option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
 @dataclass(frozen=True)

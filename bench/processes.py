@@ -17,7 +17,7 @@ from bench.envoy_configs import FrontSpec, render_front
 from bench.keys import AUDIENCE, ISSUER, BenchIssuer
 from devstack import grpc_health
 from devstack.model import PostgresService
-from devstack.ports import free_port
+from devstack.ports import free_port, http_get
 from devstack.process import ManagedProcess
 from devstack.provision import Provisioned, provision
 from devstack.services import provision_envoy
@@ -90,7 +90,7 @@ def authz_workers(
             **os.environ,
             **env,
             "AUTHZ_GRPC_ADDRESS": address,
-            "AUTHZ_AUDIT_SPOOL_DIR": str(home / f"{name}-{index}-spool"),
+            "AUTHZ_AUDIT_JOURNAL_DIR": str(home / f"{name}-journal"),  # one dir per worker in it
             "AUTHZ_METRICS_ADDRESS": metrics,
             "AUTHZ_ADMIN_ADDRESS": "",  # several workers: the admin port is off
             "AUTHZ_LOG_LEVEL": "WARNING",
@@ -110,6 +110,37 @@ def authz_workers(
         if metrics:
             started.metrics_urls.append(f"http://{metrics}/metrics")
     return started
+
+
+def shipper(
+    exits: contextlib.ExitStack, name: str, database: Provisioned, home: Path, log: Path | None
+) -> tuple[int, str]:
+    """`python -m authz_service audit ship` for one variant's journals and Envoy log; its PID
+    and its /health URL."""
+    manifest = home / f"{name}-access-logs.json"
+    entries = [] if log is None else [
+        {"name": name, "gateway_type": "PLANT", "path": str(log), "admin": None}]  # fmt: skip
+    manifest.write_text(json.dumps({"access_logs": entries}))
+    health = f"127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "AUTHZ_SHIPPER_DATABASE_URL": database.shipper_dsn,
+        "AUTHZ_SHIPPER_JOURNAL_DIR": str(home / f"{name}-journal"),
+        "AUTHZ_SHIPPER_ACCESS_LOG_MANIFEST": str(manifest),
+        "AUTHZ_SHIPPER_HEALTH_ADDRESS": health,
+        "AUTHZ_SHIPPER_LOG_LEVEL": "WARNING",
+    }
+    process = ManagedProcess(
+        f"shipper {name}",
+        [sys.executable, "-m", "authz_service", "audit", "ship"],
+        log_path=home / f"shipper-{name}.log",
+        ready=lambda: http_get(f"http://{health}/health")[0] == 200,
+        env=env,
+    )
+    process.start()
+    exits.callback(process.stop)
+    assert process.pid is not None
+    return process.pid, f"http://{health}/health"
 
 
 def opa_envoy(

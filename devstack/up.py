@@ -10,10 +10,8 @@ The audit shipper is restarted when it exits; any other part exiting stops the s
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -23,11 +21,11 @@ from types import FrameType
 
 from devstack import devkey, grpc_health
 from devstack.local import envoy, opa, postgres, redis_server
-from devstack.model import PostgresService, ServiceUnavailable
+from devstack.model import ServiceUnavailable
 from devstack.ports import LOOPBACK
 from devstack.process import ManagedProcess
 from devstack.programs import find_program
-from devstack.provision import Provisioned, provision
+from devstack.provision import Provisioned
 from devstack.stackconfig import (
     ACCESS_LOG_DIR,
     REPO_ROOT,
@@ -38,12 +36,12 @@ from devstack.stackconfig import (
     load_with_ports,
 )
 from devstack.stackconfig import render as render_config
+from devstack.stackdb import LOGINS_FILE, migrate, provision_database
 from devstack.stackstate import STATE_FILE, StackState, Tracked, stop_stack
+from devstack.supervisor import supervise
 from gateway_config import GatewayConfig, load_gateway_config
 
 READY_LINE = "devstack: ready"
-LOGINS_FILE = "postgres-logins.json"  # the logins' passwords, 0600 (devstack only)
-RESTART_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 @dataclass(frozen=True)
@@ -93,17 +91,6 @@ def _optional(program: str, stack: Stack, fallback: str) -> bool:
     return True
 
 
-def _provision(pg: PostgresService, var_dir: Path) -> Provisioned:
-    """The superuser's one step: logins (passwords kept in var/), the database, pg_cron."""
-    logins_file = var_dir / LOGINS_FILE
-    known = json.loads(logins_file.read_text()) if logins_file.exists() else {}
-    database = provision(pg.dsn_for("postgres"), pg.database, passwords=known)
-    fd = os.open(logins_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(dict(database.passwords), out, indent=2)
-    return database
-
-
 def _start_datastores(stack: Stack, exits: contextlib.ExitStack) -> None:
     """PostgreSQL (provisioned, migrated), Redis and OPA where installed; data under var/."""
     journal = stack.var_dir / "audit-journal"
@@ -114,8 +101,8 @@ def _start_datastores(stack: Stack, exits: contextlib.ExitStack) -> None:
         pg = exits.enter_context(postgres(stack.var_dir))
         stack.track("postgres", pg.pid)
         stack.watched["postgres"] = lambda: pg.running
-        stack.database = _provision(pg, stack.var_dir)
-        _migrate(stack.database.migrator_dsn, stack.var_dir)
+        stack.database = provision_database(pg, stack.var_dir)
+        migrate(stack.database.migrator_dsn, stack.var_dir)
         stack.env["BACKEND_DATABASE_URL"] = stack.database.reader_dsn
         stack.state.database_url = stack.database.reader_dsn
         login = stack.database.logins.reader
@@ -133,18 +120,6 @@ def _start_datastores(stack: Stack, exits: contextlib.ExitStack) -> None:
         stack.watched["opa"] = lambda: op.running
         stack.env["AUTHZ_OPA_URL"] = op.url
         stack.rows.append(("OPA", op.url, "policies/ loaded"))
-
-
-def _migrate(dsn: str, var_dir: Path) -> None:
-    log = var_dir / "logs" / "migrate.log"
-    with log.open("ab") as out:
-        result = subprocess.run(
-            [sys.executable, "-m", "alembic", "upgrade", "head"],
-            cwd=REPO_ROOT, env={**os.environ, "AUTHZ_DATABASE_URL": dsn},
-            stdout=out, stderr=subprocess.STDOUT, check=False,
-        )  # fmt: skip
-    if result.returncode != 0:
-        raise ServiceUnavailable(f"alembic upgrade head failed; log {log}")
 
 
 def _process(  # noqa: PLR0917 - the parts of one process, all named at the call
@@ -291,32 +266,6 @@ def _signals_stop() -> Iterator[None]:
             signal.signal(signum, signal.SIG_IGN)
 
 
-def _supervise(stack: Stack) -> int:
-    """Watch every part: restart the restartable ones (with a backoff), else stop all."""
-    failures: dict[str, int] = {}
-    next_try: dict[str, float] = {}
-    while True:
-        for name, alive in stack.watched.items():
-            if alive():
-                continue
-            log = stack.var_dir / "logs" / f"{name}.log"
-            restart = stack.restarts.get(name)
-            if restart is None:
-                _say(f"devstack: {name} exited; stopping everything (see {log})")
-                return 1
-            if time.monotonic() < next_try.get(name, 0.0):
-                continue
-            count = failures[name] = failures.get(name, 0) + 1
-            delay = RESTART_BACKOFF_SECONDS[min(count, len(RESTART_BACKOFF_SECONDS)) - 1]
-            next_try[name] = time.monotonic() + delay
-            _say(f"devstack: {name} exited; restarting it (attempt {count}, see {log})")
-            try:
-                restart()
-            except ServiceUnavailable as error:
-                _say(f"devstack: {name} did not start again: {error}")
-        time.sleep(0.5)
-
-
 def _prepare(options: UpOptions) -> tuple[GatewayConfig, Ports] | None:
     """Refuse a second stack, pick and check the ports, render; None when it cannot start."""
     previous = StackState.read(options.var_dir)
@@ -355,7 +304,7 @@ def _run_stack(options: UpOptions, config: GatewayConfig, ports: Ports) -> int:
             stack.state.write(options.var_dir)
             _print_table(stack)
             _say(f"{READY_LINE} (state {options.var_dir / STATE_FILE})")
-            return _supervise(stack)
+            return supervise(stack.watched, stack.restarts, stack.var_dir / "logs", _say)
         except (KeyboardInterrupt, Stopping):
             return 0
         except (ServiceUnavailable, OSError) as error:

@@ -6,6 +6,8 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from authz_service.runtime_config import (
     CTX_BUDGET_COST,
     CTX_BUDGET_METRIC,
@@ -200,3 +202,17 @@ def entry_point_view(
             for route in routes
         ],
     }
+
+
+def access_log_manifest(config: GatewayConfig) -> str:
+    """What the audit shipper tails: each entry point's log file and its Envoy admin."""
+    entries = [
+        {
+            "name": name,
+            "gateway_type": str(entry.gateway_type),
+            "path": str(access_log_path(config, name)),
+            "admin": f"{entry.admin.address}:{entry.admin.port}",
+        }
+        for name, entry in config.entry_points.items()
+    ]
+    return orjson.dumps({"access_logs": entries}, option=orjson.OPT_INDENT_2).decode() + "\n"

@@ -14,8 +14,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import socket
-import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, Literal
@@ -24,41 +22,19 @@ from authz_service.audit import metrics
 from authz_service.audit.chain import Chain
 from authz_service.audit.framing import (
     SEGMENT_MAGIC,
-    SEGMENT_SUFFIX,
     encode_frame,
     encode_record,
     segment_name,
 )
+from authz_service.audit.segments import LOCK_FILE, journal_bytes, new_journal_id, sync_directory
 
 log = logging.getLogger(__name__)
 
 FsyncMode = Literal["off", "batch"]
-LOCK_FILE = "writer.lock"
 
 
 class JournalUnavailableError(Exception):
     """The journal cannot take the record (a write failed): the check must not be answered."""
-
-
-def new_journal_id() -> str:
-    """Unique per process start: the host, the PID and the start time in nanoseconds."""
-    host = "".join(c if c.isalnum() or c in "-_." else "_" for c in socket.gethostname())
-    return f"{host or 'host'}-{os.getpid()}-{time.time_ns()}"
-
-
-def journal_bytes(root: Path) -> int:
-    """Bytes of every journal segment under `root` (all workers', finished or not)."""
-    total = 0
-    with contextlib.suppress(FileNotFoundError), os.scandir(root) as journals:
-        for journal in journals:
-            if not journal.is_dir(follow_symlinks=False):
-                continue
-            with contextlib.suppress(FileNotFoundError), os.scandir(journal.path) as files:
-                for entry in files:
-                    if entry.name.endswith(SEGMENT_SUFFIX):
-                        with contextlib.suppress(FileNotFoundError):
-                            total += entry.stat(follow_symlinks=False).st_size
-    return total
 
 
 def _retrieved(future: asyncio.Future[None]) -> None:
@@ -279,11 +255,7 @@ class Journal:
         self._open_segment()
 
     def _sync_directory(self, directory: Path | None = None) -> None:
-        fd = os.open(directory or self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        sync_directory(directory or self.directory)
 
     def _fail(self, error: OSError) -> None:
         """Never append after a failed write: its segment may end in a torn frame.

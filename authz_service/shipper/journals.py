@@ -22,7 +22,7 @@ from authz_service.audit.framing import (
     segment_name,
     segment_number,
 )
-from authz_service.audit.journal import LOCK_FILE
+from authz_service.audit.segments import LOCK_FILE
 from authz_service.shipper import metrics
 from authz_service.shipper.model import Item, Position, Progress, SourceKey
 

@@ -15,7 +15,8 @@ from authz_service.audit import journal as journal_module
 from authz_service.audit import metrics
 from authz_service.audit.chain import GENESIS, record_hash
 from authz_service.audit.framing import decode_record, read_frames
-from authz_service.audit.journal import LOCK_FILE, Journal, JournalUnavailableError, journal_bytes
+from authz_service.audit.journal import Journal, JournalUnavailableError
+from authz_service.audit.segments import LOCK_FILE, journal_bytes
 
 
 def _row(number: int) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from authz_service.audit.framing import SEGMENT_MAGIC, encode_frame, encode_record, segment_name
-from authz_service.audit.journal import LOCK_FILE
+from authz_service.audit.segments import LOCK_FILE
 from authz_service.shipper.access_logs import AccessLogReader, Stream, rotated, stream_key
 from authz_service.shipper.journals import JournalReader
 from authz_service.shipper.model import Position, Progress
