@@ -225,10 +225,12 @@ def test_access_logs_rotate_without_losing_a_line(
     assert all(one_complete_row(found.get(i, [])) for i in ids)
     live = gateway_stack.access_log_dir / "plant.log"
     with psycopg.connect(audit_db.reader_dsn) as conn:
-        (generation,) = conn.execute(
+        state = conn.execute(
             "SELECT segment FROM gateway_audit_ship_state WHERE source_id LIKE %s",
             (f"%:{live}",),
         ).fetchone()
+    assert state is not None, "the log's offsets are in PostgreSQL"
+    (generation,) = state
     assert generation > 2, "80 lines of about 1 KB rotate a 4 KiB log many times"
     deadline = time.monotonic() + 10  # the last rotation may be a moment old: Envoy reopens
     while not live.exists():

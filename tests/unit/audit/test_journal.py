@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from authz_service.audit import journal as journal_module
 from authz_service.audit import metrics
 from authz_service.audit.chain import GENESIS, record_hash
 from authz_service.audit.framing import decode_record, read_frames
@@ -69,7 +68,12 @@ async def test_batch_mode_syncs_each_batch_before_answering(
 ) -> None:
     synced: list[int] = []
     real = os.fdatasync
-    monkeypatch.setattr(journal_module.os, "fdatasync", lambda fd: (synced.append(fd), real(fd)))
+
+    def fdatasync(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)  # the journal calls os.fdatasync
     journal = await _opened(tmp_path, fsync="batch")
     first = journal.record(_row(1))
     assert first is not None
@@ -170,7 +174,7 @@ async def test_a_failed_write_refuses_checks_then_starts_a_new_journal(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, data)
 
-    monkeypatch.setattr(journal_module.os, "write", write)
+    monkeypatch.setattr(os, "write", write)  # the journal's os.write, for this test only
     broken = journal.record(_row(2))
     assert broken is not None
     with pytest.raises(JournalUnavailableError, match="No space left"):

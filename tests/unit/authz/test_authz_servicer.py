@@ -289,7 +289,7 @@ async def test_the_answer_waits_for_its_record_to_be_written(
 
 class _HangingEngine(FakePolicyEngine):
     async def evaluate(self, path: str, input_doc: Any) -> Any:
-        self.calls.append(path)
+        self.calls.append(input_doc)
         await asyncio.Event().wait()
 
 
