@@ -149,7 +149,8 @@ class Shipper:
         return not final
 
     async def _read(self, budget: int) -> None:
-        await asyncio.to_thread(self._read_into, budget)
+        # on the loop, not in a thread: /health reads the same pending items
+        self._read_into(budget)
 
     def _read_now(self) -> None:
         """Read ahead on the event loop while PostgreSQL works (a failure here waits a round)."""
