@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 VAR_DIR ?= var
 UP_ARGS ?=
 
-.PHONY: help bootstrap up down test test-unit test-integration test-e2e lint render check protos migrate bench token demo clean deploy-check deploy-smoke helm-render
+.PHONY: help bootstrap up down test test-unit test-integration test-e2e lint render check protos migrate bench bench-audit token demo clean deploy-check deploy-smoke helm-render
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / { printf "  %-18s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -54,7 +54,7 @@ lint: bootstrap ## ruff and mypy (strict)
 protos: bootstrap ## compile protos/ with grpcio-tools
 	$(PY) tools/gen_protos.py
 
-migrate: bootstrap ## alembic upgrade head against $$AUTHZ_DATABASE_URL
+migrate: bootstrap ## alembic upgrade head against $$AUTHZ_DATABASE_URL (the migrations login, after provisioning)
 	$(VENV)/bin/alembic upgrade head
 
 BENCH_ARGS ?=
@@ -64,6 +64,11 @@ bench: bootstrap ## run the benchmark harness (bench/), results in bench/results
 	@tools/build-vegeta.sh
 	@tools/build-opa-envoy.sh
 	$(PY) -m bench $(BENCH_ARGS)
+	@$(MAKE) --no-print-directory bench-audit
+
+bench-audit: bootstrap ## the audit's figures: the journal's CPU per check (fsync off, batch) and the shipper's rows/s
+	@for journal in none off batch; do $(PY) -m bench.pipeline_cost --journal $$journal --concurrency 32; done
+	$(PY) -m bench.shipper_throughput
 
 token: bootstrap ## sign a development token: make token ROLE=admin CUSTOMER=cust-1 [PLAN=trial TRIAL=1]
 	@$(PY) -m devstack --var-dir $(VAR_DIR) token --role "$(or $(ROLE),customer)" \

@@ -14,6 +14,7 @@ lds/cds/rds files, only ever sees complete configs and applies them without a re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import shutil
@@ -28,8 +29,9 @@ from typing import Any
 import jinja2
 import yaml
 
+from authz_service.audit.envoy_log import log_format
 from gateway_config import ConfigError, GatewayConfig, deep_merge, load_gateway_config
-from gateway_config.envoy_view import entry_point_view
+from gateway_config.envoy_view import CORRELATION_HEADER, access_log_manifest, entry_point_view
 from gateway_config.local_replies import LOCAL_REPLIES
 from gateway_config.policies import DEFAULT_POLICY_DIR
 from gateway_config.runtime import config_revision, to_runtime_config
@@ -39,6 +41,43 @@ from gateway_config.targets import DEFAULT_TARGETS_FILE, target_overrides
 TEMPLATE_DIR = Path(__file__).resolve().parent / "envoy_templates"
 # Written in this order: runtime first, clusters before the routes and listeners using them.
 DYNAMIC_FILES = ("cds", "rds", "lds")
+# The shipper's list of access logs (path and Envoy admin of each entry point).
+ACCESS_LOG_MANIFEST = Path("audit") / "access_logs.json"
+
+# --- the request key and correlation id of every Envoy answer, its own refusals included ---
+# Envoy CEL: the same expressions in the problem+json body of Envoy's own replies and in its
+# access-log line, so a client can quote the id the audit row has. A reply Envoy gives before
+# the Lua filter ran (a bad path, headers too large, a codec error) may have no x-request-id
+# and an unchecked x-correlation-id: then a UUID-shaped correlation id is kept, and a request
+# without any header gets "<GATEWAY>-<connection id>-<start time>", unique per Envoy.
+UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+HAS_REQUEST_ID = "('x-request-id' in request.headers)"
+HAS_CORRELATION_ID = (
+    f"('{CORRELATION_HEADER}' in request.headers && "
+    f"request.headers['{CORRELATION_HEADER}'].matches('{UUID_PATTERN}'))"
+)
+
+
+def _unless(known: str, gateway_type: str) -> str:
+    """'<GATEWAY>-<connection>-<start>' when `known` is false, else nothing (no CEL string())."""
+    pieces = (f"'{gateway_type}-'", "connection.id", "'-'", "request.time")
+    return "".join(f"%CEL({known} ? '' : {piece})%" for piece in pieces)
+
+
+def request_key_expression(gateway_type: str) -> str:
+    """x-request-id when Envoy made one, else a per-stream id."""
+    return f"%CEL({HAS_REQUEST_ID} ? request.headers['x-request-id'] : '')%" + _unless(
+        HAS_REQUEST_ID, gateway_type
+    )
+
+
+def correlation_id_expression(gateway_type: str) -> str:
+    """The checked x-correlation-id, else x-request-id, else a per-stream id."""
+    chosen = (
+        f"{HAS_CORRELATION_ID} ? request.headers['{CORRELATION_HEADER}'] : "
+        f"({HAS_REQUEST_ID} ? request.headers['x-request-id'] : '')"
+    )
+    return f"%CEL({chosen})%" + _unless(f"({HAS_CORRELATION_ID} || {HAS_REQUEST_ID})", gateway_type)
 
 
 @dataclass(frozen=True)
@@ -76,22 +115,33 @@ def render_config(
     seen_by_envoy = envoy_dir or envoy_out.resolve()
     env = _environment()
     files: dict[Path, str] = {
-        out_dir / "authz" / "runtime.json": runtime.model_dump_json(indent=2) + "\n"
+        out_dir / "authz" / "runtime.json": runtime.model_dump_json(indent=2) + "\n",
+        out_dir / ACCESS_LOG_MANIFEST: access_log_manifest(config),
     }
-    for name in config.entry_points:
+    for name, entry in config.entry_points.items():
         view = entry_point_view(config, name, revision, seen_by_envoy / name)
         for listener in view["listeners"]:
             lua = env.get_template("request_ids.lua.j2")
             listener["lua"] = lua.render(view=view, listener=listener)
-        context = {"view": view, "revision": revision}
+        gateway_type = str(entry.gateway_type)
+        correlation_id = correlation_id_expression(gateway_type)
+        request_key = request_key_expression(gateway_type)
+        context = {
+            "view": view,
+            "revision": revision,
+            "correlation_id": correlation_id,
+            "request_key": request_key,
+            "access_log_format": log_format(gateway_type, request_key, correlation_id),
+        }
         for kind in DYNAMIC_FILES:
             text = env.get_template(f"{kind}.yaml.j2").render(
                 **context, local_replies=LOCAL_REPLIES
             )
             files[envoy_out / name / f"{kind}.yaml"] = text
         files[envoy_out / f"{name}.yaml"] = env.get_template("bootstrap.yaml.j2").render(**context)
-    for text in files.values():
-        yaml.safe_load(text)  # a template bug fails here, before anything is written
+    for path, text in files.items():
+        if path.suffix == ".yaml":
+            yaml.safe_load(text)  # a template bug fails here, before anything is written
     return RenderResult(revision=revision, files=files)
 
 
@@ -132,6 +182,9 @@ def render_all(
     result = render_config(config, out_dir, envoy_dir)
     for path, text in result.files.items():
         write_atomically(path, text)
+    # Envoy opens its access logs there and refuses the config when the directory is missing
+    with contextlib.suppress(OSError):
+        Path(config.audit.access_log_dir).resolve().mkdir(parents=True, exist_ok=True)
     return result
 
 

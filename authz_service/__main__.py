@@ -1,4 +1,4 @@
-"""`python -m authz_service [serve|settings|health|explain|budget|reload]`: run, inspect, admin."""
+"""`python -m authz_service [serve|settings|health|explain|budget|reload|audit ...]`."""
 
 from __future__ import annotations
 
@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         from authz_service.health_probe import main as health_main  # noqa: PLC0415
 
         return health_main(argv[1:])
+    if argv[:1] == ["audit"]:
+        from authz_service.audit_cli import main as audit_main  # noqa: PLC0415
+
+        return audit_main(argv[1:])
     if any(arg in ADMIN_COMMANDS for arg in argv):
         from authz_service.admin_cli import main as admin_main  # noqa: PLC0415 - grpc on demand
 
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "settings", "health", *ADMIN_COMMANDS],
+        choices=["serve", "settings", "health", "audit", *ADMIN_COMMANDS],
     )
     args = parser.parse_args(argv)
     return _run_serve() if args.command == "serve" else _print_settings()

@@ -1,24 +1,25 @@
-"""Builds the one AuditRecord per check and hands it to the sink without awaiting anything."""
+"""Builds the one audit record per check, answered or cancelled, as the row the journal keeps."""
 
 from __future__ import annotations
 
-import logging
-from datetime import UTC, datetime
+from typing import Any
 
-from authz_service import __version__, metrics
+from authz_service import __version__
+from authz_service.audit.clean import decision_row
 from authz_service.audit.record import AuditRecord
 from authz_service.check_context import CheckContext
+from authz_service.errors import ErrorCode, Stage
 from authz_service.pipeline import CheckOutcome
-from authz_service.ports import AuditSink
 
-log = logging.getLogger(__name__)
+# the stages in the order the pipeline runs them: a cancelled check was in the first not done
+PIPELINE_ORDER = (Stage.AUTHENTICATE, Stage.AUTHORIZE, Stage.POLICY, Stage.BUDGET, Stage.DECIDE)
 
 
 def audit_record(check: CheckContext, out: CheckOutcome, latency_ms: float) -> AuditRecord:
     principal, denial, budget = out.principal, out.denial, out.budget
     return AuditRecord(
         request_id=check.request_id,
-        created_at=datetime.fromtimestamp(check.received_at, UTC),
+        decided_at_us=int(check.received_at * 1_000_000),
         decision="allow" if denial is None else ("error" if denial.status >= 500 else "deny"),
         status_code=200 if denial is None else denial.status,
         correlation_id=check.correlation_id,
@@ -51,12 +52,27 @@ def audit_record(check: CheckContext, out: CheckOutcome, latency_ms: float) -> A
     )
 
 
-def submit_audit(
-    sink: AuditSink, check: CheckContext, out: CheckOutcome, latency_ms: float
-) -> None:
-    """Never raises into the request path: a refused record is counted and logged."""
-    try:
-        sink.submit(audit_record(check, out, latency_ms))
-    except Exception:
-        metrics.AUDIT_SUBMIT_ERRORS.inc()
-        log.exception("audit submit failed")
+def running_stage(out: CheckOutcome) -> Stage:
+    """The stage a check was in when it stopped: the first one it had not finished."""
+    finished = {step.stage for step in out.steps}
+    return next((stage for stage in PIPELINE_ORDER if stage not in finished), Stage.INTERNAL)
+
+
+def cancelled_record(check: CheckContext, out: CheckOutcome, latency_ms: float) -> AuditRecord:
+    """What a check Envoy gave up on had learned and consumed: never answered.
+
+    The principal when authentication finished, the budget units when the budget stage
+    finished; `denied_stage` names the stage that was running (a `budget` there means the
+    units may or may not have been charged when the cancellation came).
+    """
+    record = audit_record(check, out, latency_ms)
+    record.decision = "cancelled"
+    record.status_code = None
+    record.denied_stage = running_stage(out).value
+    record.problem_type = ErrorCode.CHECK_CANCELLED.value
+    return record
+
+
+def journal_row(record: AuditRecord) -> dict[str, Any]:
+    """The storable row the journal chains and writes (the cleaner logs what it changed)."""
+    return decision_row(record)

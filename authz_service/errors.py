@@ -43,6 +43,8 @@ class ErrorCode(StrEnum):
     AUDIT_UNAVAILABLE = "audit_unavailable"
     ROUTE_MISCONFIGURED = "route_misconfigured"
     INTERNAL_ERROR = "internal_error"
+    # never an answer: Envoy gave up on the check (its timeout, or the client went away)
+    CHECK_CANCELLED = "check_cancelled"
 
 
 # code -> (HTTP status, problem title)
@@ -64,6 +66,7 @@ _SPEC: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.AUDIT_UNAVAILABLE: (503, "Audit trail unavailable"),
     ErrorCode.ROUTE_MISCONFIGURED: (503, "Route authorization misconfigured"),
     ErrorCode.INTERNAL_ERROR: (503, "Authorization failed"),
+    ErrorCode.CHECK_CANCELLED: (499, "Check cancelled"),
 }
 
 _TOKEN_CODES = frozenset(code for code, (status, _) in _SPEC.items() if status == 401)

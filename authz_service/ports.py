@@ -1,30 +1,32 @@
-"""The seams of the service as Protocols: key source, policy engine, budget store, audit sink.
+"""The seams of the service as Protocols: key source, policy engine, budget store, audit journal.
 
 Adapters for the real services implement them; unit tests use small fakes at these seams.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from jwt import PyJWK
 
-from authz_service.audit.record import AccessLogCompletion, AuditRecord
 from authz_service.principal import Principal
 
 
-class AuditSink(Protocol):
-    def submit(self, record: AuditRecord) -> None:
-        """Queue a record; never blocks and never raises into the request path."""
+class AuditJournal(Protocol):
+    def record(self, row: dict[str, Any], *, refusal: bool = False) -> Awaitable[None] | None:
+        """Chain and buffer one check's row; the awaitable completes once it is on disk.
 
-    def complete(self, completion: AccessLogCompletion) -> None:
-        """Queue Envoy's final answer for a request already (or soon) submitted."""
+        None: a refusal past the journal's hard limit, counted but not written. Raises
+        JournalUnavailableError when nothing can be written (the check must not be answered).
+        """
+        ...
 
     @property
     def accepting(self) -> bool:
-        """False when records can be neither written nor spooled and the policy is fail closed."""
+        """False when the journal is over its size bound or broken: checks are refused (503)."""
+        ...
 
 
 class Verifier(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
@@ -16,12 +17,14 @@ from google.protobuf.struct_pb2 import Struct  # type: ignore[import-untyped]
 from google.rpc import code_pb2, status_pb2
 
 from authz_service import metrics
-from authz_service.auditing import submit_audit
+from authz_service.audit.journal import JournalUnavailableError
+from authz_service.audit.metrics import CANCELLED, DROPPED
+from authz_service.auditing import audit_record, cancelled_record, journal_row
 from authz_service.check_context import CheckContext, context_from_check_request
 from authz_service.errors import Denial, ErrorCode, Stage
 from authz_service.logging_setup import correlation_id_var, request_id_var
 from authz_service.pipeline import CheckOutcome, Pipeline
-from authz_service.ports import AuditSink
+from authz_service.ports import AuditJournal
 from authz_service.stages.decide import Allowance
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,12 @@ _OVERWRITE = HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
 # Time kept back from the caller's gRPC deadline so the denial still reaches Envoy.
 _DEADLINE_MARGIN_SECONDS = 0.02
 _OK = status_pb2.Status(code=code_pb2.OK)
+_AUDIT_UNAVAILABLE = Denial(
+    ErrorCode.AUDIT_UNAVAILABLE,
+    Stage.INTERNAL,
+    "the audit trail cannot record the request now",
+    headers=(("retry-after", "5"),),
+)
 
 
 def _header(key: str, value: str) -> HeaderValueOption:
@@ -81,11 +90,14 @@ def denied_response(denial: Denial, check: CheckContext) -> ext.CheckResponse:
 
 
 class AuthorizationService(AuthorizationServicer):  # type: ignore[misc]
-    """envoy.service.auth.v3.Authorization on grpc.aio: run the pipeline within the deadline."""
+    """envoy.service.auth.v3.Authorization on grpc.aio: decide within the deadline, journal
+    the decision, answer only once the journal has it."""
 
-    def __init__(self, pipeline: Pipeline, audit: AuditSink, *, timeout_seconds: float) -> None:
+    def __init__(
+        self, pipeline: Pipeline, journal: AuditJournal, *, timeout_seconds: float
+    ) -> None:
         self._pipeline = pipeline
-        self._audit = audit
+        self._journal = journal
         self._timeout = timeout_seconds
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -115,10 +127,48 @@ class AuthorizationService(AuthorizationServicer):  # type: ignore[misc]
         check = context_from_check_request(request)
         correlation_id_var.set(check.correlation_id)
         request_id_var.set(check.request_id)
-        out = await self._run(check, self._deadline(context))
+        out = CheckOutcome()
+        try:
+            await self._run(check, out, self._deadline(context))
+        except asyncio.CancelledError:
+            self._journal_cancelled(check, out, started)
+            raise
         latency = time.perf_counter() - started
-        metrics.CHECK_LATENCY.observe(latency)
-        submit_audit(self._audit, check, out, latency * 1000)
+        try:
+            written = self._journal_decision(check, out, latency * 1000)
+            if written is not None:
+                # shielded: a check cancelled now must not cancel its batch-mates' write
+                await asyncio.shield(written)
+        except JournalUnavailableError:
+            code = ErrorCode.AUDIT_UNAVAILABLE.value
+            metrics.CHECKS.labels(Stage.INTERNAL.value, "error", code).inc()
+            return denied_response(_AUDIT_UNAVAILABLE, check)
+        metrics.CHECK_LATENCY.observe(time.perf_counter() - started)
+        return self._respond(check, out)
+
+    def _journal_decision(
+        self, check: CheckContext, out: CheckOutcome, latency_ms: float
+    ) -> Awaitable[None] | None:
+        try:
+            row = journal_row(audit_record(check, out, latency_ms))
+        except Exception as error:
+            log.exception("audit record cannot be built; the check is refused")
+            DROPPED.labels(reason="unencodable").inc()
+            raise JournalUnavailableError("unencodable audit record") from error
+        refusal = out.denial is _AUDIT_UNAVAILABLE
+        return self._journal.record(row, refusal=refusal)
+
+    def _journal_cancelled(self, check: CheckContext, out: CheckOutcome, started: float) -> None:
+        """Envoy gave up on the check: record what it did anyway (no answer will be read)."""
+        CANCELLED.inc()
+        latency_ms = (time.perf_counter() - started) * 1000
+        try:
+            self._journal.record(journal_row(cancelled_record(check, out, latency_ms)))
+        except Exception:
+            log.exception("cancelled check %r could not be journaled", check.request_id)
+            DROPPED.labels(reason="unencodable").inc()
+
+    def _respond(self, check: CheckContext, out: CheckOutcome) -> ext.CheckResponse:
         if out.denial is not None:
             denial = out.denial
             outcome = "error" if denial.status >= 500 else "deny"
@@ -134,17 +184,12 @@ class AuthorizationService(AuthorizationServicer):  # type: ignore[misc]
             return self._timeout
         return max(0.0, min(self._timeout, remaining - _DEADLINE_MARGIN_SECONDS))
 
-    async def _run(self, check: CheckContext, budget_seconds: float) -> CheckOutcome:
-        out = CheckOutcome()
-        if not self._audit.accepting:
-            # Fail closed: a request whose audit row would be lost is not let through.
-            out.denial = Denial(
-                ErrorCode.AUDIT_UNAVAILABLE,
-                Stage.INTERNAL,
-                "the audit trail cannot record the request now",
-                headers=(("retry-after", "5"),),
-            )
-            return out
+    async def _run(self, check: CheckContext, out: CheckOutcome, budget_seconds: float) -> None:
+        """Fill `out` (the caller's, so a cancelled check still shows what was learned)."""
+        if not self._journal.accepting:
+            # Fail closed: a request whose audit record cannot be kept is not let through.
+            out.denial = _AUDIT_UNAVAILABLE
+            return
         try:
             async with asyncio.timeout(budget_seconds):
                 await self._pipeline.run(check, out)
@@ -166,4 +211,3 @@ class AuthorizationService(AuthorizationServicer):  # type: ignore[misc]
             )
         if out.denial is None and out.allowance is None:
             out.denial = Denial(ErrorCode.INTERNAL_ERROR, Stage.INTERNAL, "no decision")
-        return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -107,24 +107,35 @@ class Settings(BaseSettings):
     check_timeout_seconds: float = Field(
         1.0, gt=0, description="A check never runs longer (then 503)."
     )
-    database_url: str = Field("", description="Audit database; empty writes the spool only.")
-    audit_spool_dir: Path = Field(Path("var/audit-spool"), description="Audit spool directory.")
-    # --- audit writer (owned by authz_service/audit; AuditWriter's constructor arguments) ---
-    audit_batch_size: int = Field(500, ge=1, description="Audit rows per PostgreSQL batch.")
-    audit_flush_interval_seconds: float = Field(
-        0.2, gt=0, description="Longest wait to fill an audit batch."
+    # --- audit journal (authz_service/audit/journal.py; the shipper takes it to PostgreSQL) ---
+    audit_journal_dir: Path = Field(
+        Path("var/audit-journal"),
+        description="Root of the audit journals: each process writes <dir>/<journal id>/.",
     )
-    audit_queue_bound: int = Field(10_000, ge=1, description="Audit entries queued in memory.")
-    audit_spool_max_bytes: int = Field(
-        256 << 20, ge=4096, description="Audit spool size limit in bytes."
+    audit_fsync: Literal["off", "batch"] = Field(
+        "batch",
+        description="batch: fdatasync each batch before its checks are answered (survives a "
+        "machine crash); off: the page cache only (survives a process crash).",
     )
-    audit_full_spool_policy: Literal["fail_closed", "drop"] = Field(
-        "fail_closed", description="Full audit spool: deny requests (fail_closed) or drop rows."
+    audit_journal_max_bytes: int = Field(
+        512 << 20,
+        ge=1 << 16,
+        description="Journal bytes not yet shipped (all journals under the dir) above which "
+        "checks are refused with 503 audit_unavailable.",
     )
-    audit_retention_interval_seconds: float = Field(
-        3600.0, ge=0, description="Audit retention run interval without pg_cron (0: off)."
+    audit_journal_headroom_bytes: int = Field(
+        16 << 20,
+        ge=0,
+        description="Past the bound, the refusals' own records are journaled up to this much "
+        "more; beyond it they are counted (authz_audit_records_dropped_total) but not written.",
     )
-    # --- end audit writer ---
+    audit_journal_segment_bytes: int = Field(
+        4 << 20, ge=1 << 12, description="A journal segment is closed at this size."
+    )
+    audit_journal_scan_seconds: float = Field(
+        0.5, gt=0, le=10, description="How often the journals' size is measured (off the loop)."
+    )
+    # --- end audit journal ---
     admin_address: str = Field(
         "127.0.0.1:9002",
         description="host:port of the GatewayAdmin API (Explain, Budget, Reload); empty: off.",
@@ -148,19 +159,30 @@ class Settings(BaseSettings):
     )
 
 
+# settings of the in-process PostgreSQL writer the journal replaced: set, they are ignored
+RETIRED_SETTINGS = (
+    "AUTHZ_DATABASE_URL", "AUTHZ_AUDIT_SPOOL_DIR", "AUTHZ_AUDIT_BATCH_SIZE",
+    "AUTHZ_AUDIT_FLUSH_INTERVAL_SECONDS", "AUTHZ_AUDIT_QUEUE_BOUND", "AUTHZ_AUDIT_SPOOL_MAX_BYTES",
+    "AUTHZ_AUDIT_FULL_SPOOL_POLICY", "AUTHZ_AUDIT_RETENTION_INTERVAL_SECONDS",
+)  # fmt: skip
+
+
 class SettingsLoadError(ValueError):
     """The environment is invalid; the message names the AUTHZ_ key and the reason."""
 
 
-def load_settings() -> Settings:
-    """Read the environment once; fail with the key named."""
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load_prefixed(cls: type[SettingsT], prefix: str) -> SettingsT:
+    """Read a settings class from the environment once; fail with each bad key named."""
     try:
-        return Settings()
+        return cls()
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
             loc = [str(part) for part in error["loc"]]
-            key = ENV_PREFIX + loc[0].upper() if loc else ENV_PREFIX
+            key = prefix + loc[0].upper() if loc else prefix
             where = "." + ".".join(loc[1:]) if len(loc) > 1 else ""
             lines.append(f"{key}{where}: {error['msg']}")
         raise SettingsLoadError("invalid settings:\n  " + "\n  ".join(lines)) from exc
@@ -168,10 +190,20 @@ def load_settings() -> Settings:
         raise SettingsLoadError(f"invalid settings: {exc}") from exc
 
 
+def load_settings() -> Settings:
+    """Read the environment once; fail with the key named."""
+    return load_prefixed(Settings, ENV_PREFIX)
+
+
+def describe_prefixed(cls: type[BaseSettings], prefix: str) -> list[tuple[str, str, str]]:
+    """(variable, default, description) of every setting of `cls`."""
+    rows = []
+    for name, info in cls.model_fields.items():
+        default = "(required)" if info.is_required() else repr(info.get_default())
+        rows.append((prefix + name.upper(), default, info.description or ""))
+    return rows
+
+
 def describe_settings() -> list[tuple[str, str, str]]:
     """(variable, default, description) of every setting: `python -m authz_service settings`."""
-    rows = []
-    for name, info in Settings.model_fields.items():
-        default = "(required)" if info.is_required() else repr(info.get_default())
-        rows.append((ENV_PREFIX + name.upper(), default, info.description or ""))
-    return rows
+    return describe_prefixed(Settings, ENV_PREFIX)

@@ -39,7 +39,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--authz-workers", type=int, default=2, help="authz processes per variant")
     p.add_argument("--authz-transport", choices=["uds", "tcp"], default="uds")
     p.add_argument(
-        "--no-access-log", action="store_true", help="(2) without Envoy's access-log stream"
+        "--no-access-log", action="store_true", help="(2) without Envoy's audit access log"
     )
     p.add_argument(
         "--authz-env",
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             **info,
             "front_concurrency": args.front_concurrency,
             "tokens": 50,
-            "access_log_to_authz": not args.no_access_log,
+            "audit_access_log": not args.no_access_log,
             "authz_env": dict(opts.authz_env),
         },
         "versions": {

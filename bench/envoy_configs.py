@@ -9,6 +9,8 @@ from typing import Any
 import jinja2
 import yaml
 
+from authz_service.audit.envoy_log import log_format
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -30,8 +32,20 @@ class FrontSpec:
     port: int
     admin_port: int
     authz_endpoints: tuple[str, ...] = ()
-    access_log_to_authz: bool = False
+    access_log: Path | None = None  # the audit access log (JSON lines, render's format)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _audit_log_format() -> dict[str, str]:
+    """What render gives a PLANT entry point's access log: the same fields and ids."""
+    import render  # noqa: PLC0415 - a top-level script of the repo
+
+    gateway = "PLANT"
+    key, correlation = (
+        render.request_key_expression(gateway),
+        render.correlation_id_expression(gateway),
+    )
+    return log_format(gateway, key, correlation)
 
 
 def render_backend(out: Path, *, port: int, admin_port: int, jwks_json: str) -> Path:
@@ -58,7 +72,8 @@ def render_front(out: Path, spec: FrontSpec, *, backend_port: int, route: dict[s
             authz_endpoints=list(spec.authz_endpoints),
             authz_lb_policy="LEAST_REQUEST" if len(spec.authz_endpoints) > 1 else "ROUND_ROBIN",
             authz_timeout="1s",
-            access_log_to_authz=spec.access_log_to_authz,
+            access_log_path=str(spec.access_log) if spec.access_log else "",
+            access_log_format=_audit_log_format(),
             **route,
             **spec.extra,
         )

@@ -1,27 +1,33 @@
 """CPU per Check inside the service, no gRPC and no Envoy (`python -m bench.pipeline_cost`).
 
 The real servicer, pipeline, token verifier and regopy engine on the bench's rendered route,
-called in a loop with the bench's 50 principals. Budgets use the in-process ledger and the
-audit sink drops records, so the figure is the Python the request path itself runs: the part
-a code change moves. `--profile` prints cProfile's top functions by own time.
+called in a loop with the bench's 50 principals. Budgets use the in-process ledger. With
+`--journal none` the audit records are dropped, so the figure is the Python the request path
+itself runs; `--journal off|batch` writes them to a real journal (fsync off, or fdatasync per
+batch) in a temporary directory: the difference is the journal's CPU per check. `--concurrency
+N` keeps N checks in flight (group commit: one write per loop turn for all of them).
+`--profile` prints cProfile's top functions by own time.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import json
 import os
 import pstats
 import tempfile
 import time
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 import uvloop
 from envoy.service.auth.v3 import attribute_context_pb2 as ac
 from envoy.service.auth.v3 import external_auth_pb2 as ext
 
-from authz_service.audit.record import AccessLogCompletion, AuditRecord
+from authz_service.audit.journal import Journal
 from authz_service.servicer import AuthorizationService
 from authz_service.settings import Settings
 from authz_service.wiring import build_components
@@ -30,14 +36,14 @@ from bench.processes import REPO, render
 from bench.stack import PATH, ROUTE_ID, TOKENS
 
 
-class _DroppingSink:
+class _DroppingJournal:
+    """The journal seam with nothing behind it: the request path's own cost."""
+
     accepting = True
 
-    def submit(self, record: AuditRecord) -> None:
-        del record
-
-    def complete(self, completion: AccessLogCompletion) -> None:
-        del completion
+    def record(self, row: dict[str, Any], *, refusal: bool = False) -> Awaitable[None] | None:
+        del row, refusal
+        return None
 
 
 def _requests(tokens: list[str], context: dict[str, str], count: int) -> list[ext.CheckRequest]:
@@ -58,7 +64,15 @@ def _requests(tokens: list[str], context: dict[str, str], count: int) -> list[ex
     return requests
 
 
-async def measure(checks: int, profile: bool) -> float:
+async def _run(service: AuthorizationService, requests: list[Any], concurrency: int) -> None:
+    for start in range(0, len(requests), concurrency):
+        chunk = requests[start : start + concurrency]
+        answers = await asyncio.gather(*(service.Check(r, None) for r in chunk))
+        if any(answer.status.code != 0 for answer in answers):
+            raise SystemExit("pipeline_cost: the bench route refused a valid token")
+
+
+async def measure(checks: int, profile: bool, journal: str = "none", concurrency: int = 1) -> float:
     """CPU microseconds per Check over `checks` calls, after as many again to warm up."""
     issuer = new_issuer()
     trusted = {"issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": ["RS256"]}
@@ -71,30 +85,34 @@ async def measure(checks: int, profile: bool) -> float:
             AUTHZ_REDIS_URL="",
         )
         components = build_components(Settings())  # reads the runtime config now
-    service = AuthorizationService(components.pipeline, _DroppingSink(), timeout_seconds=1.0)
-    route = runtime["routes"][ROUTE_ID]
-    context = {
-        "gateway_type": "PLANT", "route_id": ROUTE_ID, "permission": route["permission"],
-        "policy": route["policy"], "paid_only": "false",
-        "budget_metric": route["budget"]["metric"], "budget_cost": str(route["budget"]["cost"]),
-        "config_revision": runtime["revision"], "shadow": "",
-    }  # fmt: skip
-    tokens = [issuer.token(user) for user in range(TOKENS)]
-    requests = _requests(tokens, context, 2 * checks)
-    for request in requests[:checks]:
-        response = await service.Check(request, None)
-        if response.status.code != 0:
-            raise SystemExit(f"pipeline_cost: the bench route refused a valid token: {response}")
-    profiler = cProfile.Profile() if profile else None
-    started = time.process_time()
-    if profiler is not None:
-        profiler.enable()
-    for request in requests[checks:]:
-        await service.Check(request, None)
-    if profiler is not None:
-        profiler.disable()
-    spent = time.process_time() - started
-    await components.close()
+        sink: Any = _DroppingJournal()
+        if journal != "none":
+            fsync: Any = journal
+            sink = Journal(Path(work) / "journal", fsync=fsync, max_bytes=1 << 40)
+            await sink.open()
+        service = AuthorizationService(components.pipeline, sink, timeout_seconds=1.0)
+        route = runtime["routes"][ROUTE_ID]
+        context = {
+            "gateway_type": "PLANT", "route_id": ROUTE_ID, "permission": route["permission"],
+            "policy": route["policy"], "paid_only": "false",
+            "budget_metric": route["budget"]["metric"],
+            "budget_cost": str(route["budget"]["cost"]),
+            "config_revision": runtime["revision"], "shadow": "",
+        }  # fmt: skip
+        tokens = [issuer.token(user) for user in range(TOKENS)]
+        requests = _requests(tokens, context, 2 * checks)
+        await _run(service, requests[:checks], concurrency)
+        profiler = cProfile.Profile() if profile else None
+        started = time.process_time()  # every thread of the process: fdatasync's too
+        if profiler is not None:
+            profiler.enable()
+        await _run(service, requests[checks:], concurrency)
+        if profiler is not None:
+            profiler.disable()
+        spent = time.process_time() - started
+        if isinstance(sink, Journal):
+            await sink.close()
+        await components.close()
     if profiler is not None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     return spent / checks * 1e6
@@ -104,9 +122,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.pipeline_cost", description=__doc__)
     parser.add_argument("--checks", type=int, default=20_000)
     parser.add_argument("--profile", action="store_true", help="cProfile's top functions")
+    parser.add_argument(
+        "--journal", choices=["none", "off", "batch"], default="none",
+        help="none: records dropped; off|batch: a real journal (AUTHZ_AUDIT_FSYNC)",
+    )  # fmt: skip
+    parser.add_argument("--concurrency", type=int, default=1, help="checks in flight at once")
     args = parser.parse_args()
-    per_check = uvloop.run(measure(args.checks, args.profile))
-    print(f"{per_check:.1f} µs CPU per Check in-process ({args.checks} checks)")
+    per_check = uvloop.run(measure(args.checks, args.profile, args.journal, args.concurrency))
+    print(f"{per_check:.1f} µs CPU per Check in-process ({args.checks} checks, journal "
+          f"{args.journal}, {args.concurrency} in flight)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ from typing import Any
 from authz_service import health_probe
 from bench.envoy_configs import FrontSpec, render_front
 from bench.keys import AUDIENCE, ISSUER, BenchIssuer
-from devstack.ports import free_port
+from devstack.model import PostgresService
+from devstack.ports import free_port, http_get
 from devstack.process import ManagedProcess
+from devstack.provision import Provisioned, provision
 from devstack.services import provision_envoy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,16 +46,19 @@ def render(workdir: Path) -> tuple[Path, dict[str, Any]]:
     return out, runtime
 
 
-def migrate(dsn: str, workdir: Path) -> None:
+def migrate(pg: PostgresService, workdir: Path) -> Provisioned:
+    """Provision the database (its logins) as the superuser, migrate as the migrations login."""
+    database = provision(pg.dsn_for("postgres"), pg.database)
     with (workdir / "migrate.log").open("wb") as log:
         subprocess.run(
             [sys.executable, "-m", "alembic", "upgrade", "head"],
             cwd=REPO,
-            env={**os.environ, "AUTHZ_DATABASE_URL": dsn},
+            env={**os.environ, "AUTHZ_DATABASE_URL": database.migrator_dsn},
             stdout=log,
             stderr=subprocess.STDOUT,
             check=True,
         )
+    return database
 
 
 @dataclass
@@ -85,7 +90,7 @@ def authz_workers(
             **os.environ,
             **env,
             "AUTHZ_GRPC_ADDRESS": address,
-            "AUTHZ_AUDIT_SPOOL_DIR": str(home / f"{name}-{index}-spool"),
+            "AUTHZ_AUDIT_JOURNAL_DIR": str(home / f"{name}-journal"),  # one dir per worker in it
             "AUTHZ_METRICS_ADDRESS": metrics,
             "AUTHZ_ADMIN_ADDRESS": "",  # several workers: the admin port is off
             "AUTHZ_LOG_LEVEL": "WARNING",
@@ -105,6 +110,37 @@ def authz_workers(
         if metrics:
             started.metrics_urls.append(f"http://{metrics}/metrics")
     return started
+
+
+def shipper(
+    exits: contextlib.ExitStack, name: str, database: Provisioned, home: Path, log: Path | None
+) -> tuple[int, str]:
+    """`python -m authz_service audit ship` for one variant's journals and Envoy log; its PID
+    and its /health URL."""
+    manifest = home / f"{name}-access-logs.json"
+    entries = [] if log is None else [
+        {"name": name, "gateway_type": "PLANT", "path": str(log), "admin": None}]  # fmt: skip
+    manifest.write_text(json.dumps({"access_logs": entries}))
+    health = f"127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "AUTHZ_SHIPPER_DATABASE_URL": database.shipper_dsn,
+        "AUTHZ_SHIPPER_JOURNAL_DIR": str(home / f"{name}-journal"),
+        "AUTHZ_SHIPPER_ACCESS_LOG_MANIFEST": str(manifest),
+        "AUTHZ_SHIPPER_HEALTH_ADDRESS": health,
+        "AUTHZ_SHIPPER_LOG_LEVEL": "WARNING",
+    }
+    process = ManagedProcess(
+        f"shipper {name}",
+        [sys.executable, "-m", "authz_service", "audit", "ship"],
+        log_path=home / f"shipper-{name}.log",
+        ready=lambda: http_get(f"http://{health}/health")[0] == 200,
+        env=env,
+    )
+    process.start()
+    exits.callback(process.stop)
+    assert process.pid is not None
+    return process.pid, f"http://{health}/health"
 
 
 def opa_envoy(

@@ -127,8 +127,13 @@ def _latency_rows(
     return rows
 
 
+# the processes a request costs, in the tables' and the plot's order (the audit shipper ships
+# the configuration's rows into PostgreSQL)
+SERVING = ["envoy", "backend", "authz", "opa", "opa-envoy", "redis", "postgres", "shipper"]
+
+
 def _cpu_rows(table: dict[tuple[str, str], Cell], configs: list[str], kind: str) -> list[str]:
-    names = ["envoy", "backend", "authz", "opa", "opa-envoy", "redis", "postgres", "loadgen"]
+    names = [*SERVING, "loadgen"]
     rows = [
         "| configuration | " + " | ".join(names) + " | total (no loadgen) | RSS MiB |",
         "| --- |" + " ---: |" * (len(names) + 2),
@@ -284,7 +289,7 @@ def plot(
     axes[1].set_title("latency percentiles at fixed rates (ms, log)")
     axes[1].legend(fontsize=7)
     bottoms = [0.0] * len(configs)
-    for name in ["envoy", "backend", "authz", "opa", "opa-envoy", "redis", "postgres"]:
+    for name in SERVING:
         values = [c.cpu_us.get(name, 0.0) if c is not None and not c.failed else 0.0 for c in sat]
         if any(values):
             axes[2].bar(labels, values, bottom=bottoms, label=name)

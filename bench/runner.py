@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import urllib.error
@@ -85,13 +86,40 @@ def verify(stack: Stack) -> list[str]:
     return problems
 
 
+SHIPPED_WAIT_S = 120.0  # bounded: a saturation run's backlog drains in seconds
+
+
+def _shipped(health: str | None) -> None:
+    """Until the audit shipper has nothing left to write (twice, a backlog scan apart): a run
+    neither competes with the previous run's shipping nor leaves its own uncounted."""
+    if health is None:
+        return
+    deadline, calm = time.monotonic() + SHIPPED_WAIT_S, 0
+    while calm < 2 and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(health, timeout=5) as response:
+                state = json.loads(response.read())
+        except (OSError, ValueError):
+            state = {}
+        idle = state.get("backlog_bytes") == 0 and state.get("held_decisions") == 0
+        calm = calm + 1 if idle else 0
+        time.sleep(1.1)
+
+
 def _measure(
-    config: Configuration, kind: str, round_no: int, run: Any, metrics_urls: list[str]
+    config: Configuration,
+    kind: str,
+    round_no: int,
+    run: Any,
+    metrics_urls: list[str],
+    shipper_health: str | None = None,
 ) -> RunRecord:
     # the scrapes stay outside the CPU window: serving them is not the requests' cost
+    _shipped(shipper_health)
     scraped = service_metrics.totals(metrics_urls) if metrics_urls else None
     before = procstat.snapshot(config.components)
     load: LoadResult = run()
+    _shipped(shipper_health)  # shipping this run's rows is part of its cost
     after = procstat.snapshot(config.components)
     cpu = procstat.cpu_delta(before, after)
     record = RunRecord(config.key, kind, round_no, load, cpu, after.rss)
@@ -135,6 +163,7 @@ def run_rounds(stack: Stack, plan: Plan, log: Any) -> list[RunRecord]:
                     round_no,
                     _runner(stack, plan, config, kind),
                     stack.metrics_urls.get(config.key, []),
+                    stack.shipper_health.get(config.key),
                 )
                 records.append(record)
                 load = record.load

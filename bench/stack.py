@@ -14,6 +14,7 @@ from bench.envoy_configs import FrontSpec, render_backend, route_facts
 from bench.keys import AUDIENCE, ISSUER, BenchIssuer, new_issuer
 from bench.processes import REPO
 from devstack.ports import free_port, http_get
+from devstack.provision import Provisioned
 from devstack.services import provision_envoy, provision_opa, provision_postgres, provision_redis
 
 ROUTE_ID = "orders-list"
@@ -44,6 +45,7 @@ class Stack:
     authz_pids: dict[str, list[int]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     metrics_urls: dict[str, list[str]] = field(default_factory=dict)  # variant -> /metrics
+    shipper_health: dict[str, str] = field(default_factory=dict)  # configuration -> /health
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class StackOptions:
     authz_workers: int
     authz_transport: str  # "uds" | "tcp"
     front_concurrency: int
-    access_log: bool = True  # Envoy streams access logs to the authz service (audit completion)
+    access_log: bool = True  # Envoy writes the audit access log the shipper tails (completions)
     authz_env: tuple[tuple[str, str], ...] = ()  # extra AUTHZ_* settings for (2a)/(2b) workers
 
 
@@ -61,6 +63,7 @@ class _Builder:
 
     def __init__(self, stack: Stack, opts: StackOptions, exits: contextlib.ExitStack) -> None:
         self.stack, self.opts, self.exits = stack, opts, exits
+        self.database: Provisioned | None = None
         self.workdir = stack.workdir
         self.render_dir, self.runtime = processes.render(self.workdir)
         self.route = route_facts(self.render_dir, self.runtime, ROUTE_ID)
@@ -99,9 +102,9 @@ class _Builder:
         )
 
     def front(
-        self, name: str, mode: str, endpoints: tuple[str, ...] = (), log: bool = False
+        self, name: str, mode: str, endpoints: tuple[str, ...] = (), log: Path | None = None
     ) -> FrontSpec:
-        return FrontSpec(name, mode, free_port(), free_port(), endpoints, access_log_to_authz=log)
+        return FrontSpec(name, mode, free_port(), free_port(), endpoints, access_log=log)
 
     def workers(
         self, name: str, env: dict[str, str], module: tuple[str, ...]
@@ -119,10 +122,18 @@ class _Builder:
             self.stack.metrics_urls[f"authz-{name}"] = started.metrics_urls
         return tuple(started.endpoints), started.pids
 
+    def audited(self, key: str, name: str) -> tuple[Path | None, list[int]]:
+        """The variant's access log and its shipper (journals + log into PostgreSQL)."""
+        log = self.workdir / f"access-{key}.log" if self.opts.access_log else None
+        assert self.database is not None
+        pid, health = processes.shipper(self.exits, name, self.database, self.workdir, log)
+        self.stack.shipper_health[key] = health
+        return log, [pid]
+
     def authz(self, wanted: set[str]) -> None:
         """(2a) and (2b): the real service, with PostgreSQL and Redis shared by both."""
         pg = self.exits.enter_context(provision_postgres(self.workdir, provider="local"))
-        processes.migrate(pg.dsn, self.workdir)
+        self.database = processes.migrate(pg, self.workdir)
         redis = self.exits.enter_context(provision_redis(self.workdir, provider="local"))
         assert pg.pid is not None
         assert redis.pid is not None
@@ -132,18 +143,18 @@ class _Builder:
             "AUTHZ_JWT_ISSUERS": json.dumps([{**issuer, "jwks_url": self.jwks_url}]),
             "AUTHZ_POLICY_DIR": str(REPO / "policies"),
             "AUTHZ_REDIS_URL": redis.url,
-            "AUTHZ_DATABASE_URL": pg.dsn,
             **dict(self.opts.authz_env),
         }
         shared = {"redis": [redis.pid], "postgres": [pg.pid]}
         serve = ("authz_service", "serve")
-        log = self.opts.access_log
         if "authz-embedded" in wanted:
             endpoints, pids = self.workers("embedded", env, serve)
             self.stack.authz_pids["authz-embedded"] = pids
+            log, shipper = self.audited("authz-embedded", "embedded")
             spec = self.front("authz-embedded", "ext_authz", endpoints, log)
             title = "(2a) Envoy → authz_service, full pipeline, embedded policy engine (regopy)"
-            self.add("authz-embedded", title, spec, {"authz": pids, **shared})
+            parts = {"authz": pids, "shipper": shipper, **shared}
+            self.add("authz-embedded", title, spec, parts)
         if "authz-opa" in wanted:
             opa = self.exits.enter_context(
                 provision_opa(self.workdir, REPO / "policies", provider="local")
@@ -151,9 +162,11 @@ class _Builder:
             assert opa.pid is not None
             endpoints, pids = self.workers("opa", {**env, "AUTHZ_OPA_URL": opa.url}, serve)
             self.stack.authz_pids["authz-opa"] = pids
+            log, shipper = self.audited("authz-opa", "opa")
             spec = self.front("authz-opa", "ext_authz", endpoints, log)
             title = "(2b) Envoy → authz_service, full pipeline, OPA server policy"
-            self.add("authz-opa", title, spec, {"authz": pids, "opa": [opa.pid], **shared})
+            parts = {"authz": pids, "opa": [opa.pid], "shipper": shipper, **shared}
+            self.add("authz-opa", title, spec, parts)
 
     def build(self) -> None:
         wanted = set(self.opts.configurations)

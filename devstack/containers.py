@@ -17,7 +17,7 @@ from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 
 from devstack.engine import require_engine
-from devstack.local import REDIS_PERSISTENCE
+from devstack.local import ENVOY_FILE_FLUSH_MS, REDIS_PERSISTENCE
 from devstack.model import (
     EnvoyService,
     OpaService,
@@ -155,12 +155,14 @@ def postgres(workdir: Path, image: str, *, fsync: bool = True) -> Iterator[Postg
             # Both settings are read at server start, and PostgreSQL only accepts the second
             # once pg_cron is loaded: hence two restarts (the image cannot be assumed to let
             # us pass them at first start).
-            for setting in (
-                "shared_preload_libraries = 'pg_cron'",
-                "cron.database_name = 'gateway'",
+            # (jobs run in background workers: the retention login needs no password)
+            for settings in (
+                ("shared_preload_libraries = 'pg_cron'",),
+                ("cron.database_name = 'gateway'", "cron.use_background_workers = on"),
             ):
                 with psycopg.connect(conninfo, autocommit=True) as conn:
-                    conn.execute(f"ALTER SYSTEM SET {setting}")
+                    for setting in settings:
+                        conn.execute(f"ALTER SYSTEM SET {setting}")
                 control.stop()
                 control.start()
         yield PostgresService(
@@ -207,9 +209,18 @@ def opa(workdir: Path, policy_dir: Path | None, image: str) -> Iterator[OpaServi
 
 @contextlib.contextmanager
 def envoy(
-    workdir: Path, config_path: Path, image: str, *, name: str, concurrency: int = 1
+    workdir: Path,
+    config_path: Path,
+    image: str,
+    *,
+    name: str,
+    concurrency: int = 1,
+    log_dir: Path | None = None,
+    file_flush_ms: int = ENVOY_FILE_FLUSH_MS,
 ) -> Iterator[EnvoyService]:
-    """Envoy in the host's network namespace, so the config's 127.0.0.1 ports are the host's."""
+    """Envoy in the host's network namespace, so the config's 127.0.0.1 ports are the host's.
+
+    `log_dir`: where the rendered config writes its access logs (mounted read-write)."""
     home = (workdir / "envoy").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = config_path.resolve()
@@ -217,7 +228,8 @@ def envoy(
     address_file.unlink(missing_ok=True)
     command = ["-c", str(config), "--use-dynamic-base-id",
                "--admin-address-path", str(address_file),
-               "--concurrency", str(concurrency)]  # fmt: skip
+               "--concurrency", str(concurrency),
+               "--file-flush-interval-msec", str(file_flush_ms)]  # fmt: skip
     container = (
         _container(image, f"envoy-{name}")
         # our own entrypoint: root in the container may write the admin address into `home`
@@ -226,6 +238,10 @@ def envoy(
         .with_volume_mapping(str(home), str(home), "rw")
         .with_command(command)
     )
+    if log_dir is not None:
+        logs = log_dir.resolve()
+        logs.mkdir(parents=True, exist_ok=True)
+        container = container.with_volume_mapping(str(logs), str(logs), "rw")
 
     def admin_url() -> str | None:
         with contextlib.suppress(OSError):

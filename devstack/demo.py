@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import orjson
 
+from authz_service.audit.framing import decode_record, read_frames
 from authz_service.runtime_config import IDENTITY_HEADERS
 from devstack import devkey
 from devstack.stackstate import StackState
@@ -162,19 +162,16 @@ async def _audit_rows(dsn: str, correlations: list[str]) -> list[dict[str, Any]]
     return [dict(row) for row in rows]
 
 
-def _spool_rows(spool: Path, correlations: list[str]) -> list[dict[str, Any]]:
-    """Decisions from the spool, completed with Envoy's final status (the access-log entry)."""
-    decisions, final_status = [], {}
-    for segment in sorted(spool.glob("audit-*.jsonl")):
-        for line in segment.read_bytes().splitlines():
-            entry = orjson.loads(line)
-            row = entry["v"]
-            if entry.get("k") == "completion":
-                final_status[row["request_id"]] = row.get("status_code")
-            elif row.get("correlation_id") in correlations:
+def _journal_rows(journals: Path, correlations: list[str]) -> list[dict[str, Any]]:
+    """Decisions from the authz journals (no PostgreSQL, so no shipper): the service's status."""
+    decisions = []
+    for segment in sorted(journals.glob("*/*.journal")):
+        for _, payload in read_frames(segment.read_bytes(), 0).payloads:
+            row = decode_record(payload)
+            if row.get("correlation_id") in correlations:
+                row["status_code"] = row.get("authz_status_code")
+                row["created_at"] = row.get("decided_at")
                 decisions.append(row)
-    for row in decisions:
-        row["status_code"] = final_status.get(row["request_id"], row.get("authz_status_code"))
     return decisions
 
 
@@ -188,7 +185,7 @@ def audit_rows(
         if state.database_url:
             rows = asyncio.run(_audit_rows(state.database_url, correlations))
         else:
-            rows = _spool_rows(Path(state.audit_spool_dir), correlations)
+            rows = _journal_rows(Path(state.audit_journal_dir), correlations)
         found = Counter(str(row.get("correlation_id")) for row in rows)
         if all(found[c] >= n for c, n in expected.items()) or time.monotonic() > deadline:
             return sorted(rows, key=lambda row: str(row.get("created_at")))
@@ -196,7 +193,7 @@ def audit_rows(
 
 
 def _show_audit(walk: Walk) -> None:
-    where = "PostgreSQL gateway_audit_logs" if walk.state.database_url else "the audit spool"
+    where = "PostgreSQL gateway_audit_logs" if walk.state.database_url else "the audit journal"
     rows = audit_rows(walk.state, walk.expected_rows)
     print(f"\n5. The audit rows of those requests ({where}; CP requests have one row per hop)")
     print("   " + " | ".join(AUDIT_COLUMNS))

@@ -33,6 +33,9 @@ GATEWAY_DB = "gateway"
 # append-only file fsynced every second, no RDB snapshots. The containers provider and
 # compose/docker-compose.yml run Redis with the same arguments.
 REDIS_PERSISTENCE = ("--save", "", "--appendonly", "yes", "--appendfsync", "everysec")
+# Envoy buffers file access logs up to this long (its default, 10 s, is what a crash of Envoy
+# could lose of the audit trail's completions, and how late they reach the shipper)
+ENVOY_FILE_FLUSH_MS = 250
 
 
 _PORT_TAKEN = ("address already in use", "could not bind", "address in use")
@@ -140,7 +143,10 @@ def _run_postgres(
         "max_connections": "200",
     }
     if pg_cron:
-        settings |= {"shared_preload_libraries": "pg_cron", "cron.database_name": GATEWAY_DB}
+        # jobs run as their owner in a background worker: the retention login needs no
+        # password (and no socket: this server listens on TCP only)
+        settings |= {"shared_preload_libraries": "pg_cron", "cron.database_name": GATEWAY_DB,
+                     "cron.use_background_workers": "on"}  # fmt: skip
     argv = [str(server), "-D", str(data)]
     for key, value in settings.items():
         argv += ["-c", f"{key}={value}"]
@@ -236,7 +242,12 @@ def _envoy_ready(address_file: Path) -> bool:
 
 @contextlib.contextmanager
 def envoy(
-    workdir: Path, config_path: Path, *, name: str, concurrency: int = 1
+    workdir: Path,
+    config_path: Path,
+    *,
+    name: str,
+    concurrency: int = 1,
+    file_flush_ms: int = ENVOY_FILE_FLUSH_MS,
 ) -> Iterator[EnvoyService]:
     """Envoy with `config_path` (its listeners' ports come from the config)."""
     program = find_program("envoy")
@@ -247,7 +258,8 @@ def envoy(
     log_path = home / f"{name}.log"
     argv = [str(program), "-c", str(config_path), "--use-dynamic-base-id",
             "--admin-address-path", str(address_file),
-            "--concurrency", str(concurrency)]  # fmt: skip
+            "--concurrency", str(concurrency),
+            "--file-flush-interval-msec", str(file_flush_ms)]  # fmt: skip
     process = ManagedProcess(
         f"envoy {name}", argv, log_path=log_path, ready=lambda: _envoy_ready(address_file)
     )

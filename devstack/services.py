@@ -105,15 +105,19 @@ def provision_envoy(
     name: str,
     concurrency: int = 1,
     provider: str | None = None,
+    log_dir: Path | None = None,
 ) -> Iterator[EnvoyService]:
-    """Envoy running `config_path`; ready once admin /ready says LIVE. Several may run at once."""
+    """Envoy running `config_path`; ready once admin /ready says LIVE. Several may run at once.
+
+    `log_dir`: the directory the config's access logs go to (a container must mount it)."""
     if choose_provider("ENVOY_IMAGE", provider) == "local":
         with local.envoy(workdir, config_path, name=name, concurrency=concurrency) as service:
             yield service
         return
     with _containers().envoy(
-        workdir, config_path, image_for("ENVOY_IMAGE"), name=name, concurrency=concurrency
-    ) as service:
+        workdir, config_path, image_for("ENVOY_IMAGE"), name=name, concurrency=concurrency,
+        log_dir=log_dir,
+    ) as service:  # fmt: skip
         yield service
 
 

@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic_settings import BaseSettings
+
 from authz_service.settings import Settings
+from authz_service.shipper.settings import ShipperSettings
 from devstack.ports import LOOPBACK, free_port
 from gateway_config import GatewayConfig, load_gateway_config
 
@@ -18,15 +21,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BACKEND_UPSTREAM = "backend"  # the upstream the reference backend stands for
 
 
-def _settings_port(name: str) -> int:
-    """The port of an AUTHZ_*_ADDRESS default (host:port), so there is one place for it."""
-    default: str = Settings.model_fields[name].default
+def _settings_port(name: str, settings: type[BaseSettings] = Settings) -> int:
+    """The port of an *_ADDRESS default (host:port), so there is one place for it."""
+    default: str = settings.model_fields[name].default
     return int(default.rsplit(":", 1)[1])
 
 
 # the authz service's own listeners besides gRPC: Prometheus and the GatewayAdmin API
 METRICS_PORT = _settings_port("metrics_address")
 ADMIN_PORT = _settings_port("admin_address")
+SHIPPER_PORT = _settings_port("health_address", ShipperSettings)  # the shipper's /health, /metrics
+ACCESS_LOG_DIR = "access-logs"  # under VAR_DIR: Envoy's audit access logs
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,8 @@ class Ports:
 def choose_ports(config: GatewayConfig, requested: dict[str, int], *, free: bool) -> Ports:
     """The config's ports, with `requested` ones replaced; `free`: any other port is a free one."""
     defaults: dict[str, int] = {
-        "authz": config.authz.port, "metrics": METRICS_PORT, "admin": ADMIN_PORT
+        "authz": config.authz.port, "metrics": METRICS_PORT, "admin": ADMIN_PORT,
+        "shipper": SHIPPER_PORT,
     }  # fmt: skip
     backend = config.upstreams.get(BACKEND_UPSTREAM)
     defaults["backend"] = backend.port if backend is not None else 8091

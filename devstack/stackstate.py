@@ -52,8 +52,9 @@ class StackState:
     urls: dict[str, str] = field(default_factory=dict)
     # every port `make up` chose for the gateway's own listeners (devstack.stackconfig.Ports)
     ports: dict[str, int] = field(default_factory=dict)
-    database_url: str = ""
-    audit_spool_dir: str = ""
+    database_url: str = ""  # a reader login (gateway_audit_admin): the audit rows, read-only
+    audit_journal_dir: str = ""
+    shipper_health_url: str = ""
     defaults: list[str] = field(default_factory=list)
     ready: bool = False
 

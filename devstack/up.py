@@ -1,7 +1,10 @@
 """`make up`: render, start every part as a local process, wait for health, supervise, stop all.
 
 PostgreSQL, Redis and OPA come from the provisioning layer (local provider) when their
-programs are installed; otherwise the authz service uses its embedded defaults.
+programs are installed; otherwise the authz service uses its embedded defaults. PostgreSQL
+is provisioned once as its superuser (devstack/provision.py); everything after runs as its
+own login: migrations, the audit shipper, retention, and readers (the demo, the backend).
+The audit shipper is restarted when it exits; any other part exiting stops the stack.
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +26,9 @@ from devstack.model import ServiceUnavailable
 from devstack.ports import LOOPBACK
 from devstack.process import ManagedProcess
 from devstack.programs import find_program
+from devstack.provision import Provisioned
 from devstack.stackconfig import (
+    ACCESS_LOG_DIR,
     REPO_ROOT,
     Ports,
     busy_ports,
@@ -33,7 +37,9 @@ from devstack.stackconfig import (
     load_with_ports,
 )
 from devstack.stackconfig import render as render_config
+from devstack.stackdb import LOGINS_FILE, migrate, provision_database
 from devstack.stackstate import STATE_FILE, StackState, Tracked, stop_stack
+from devstack.supervisor import supervise
 from gateway_config import GatewayConfig, load_gateway_config
 
 READY_LINE = "devstack: ready"
@@ -59,11 +65,15 @@ class Stack:
     state: StackState
     var_dir: Path
     watched: dict[str, Callable[[], bool]] = field(default_factory=dict)
+    # parts restarted when they exit (the others stop the stack): name -> start again
+    restarts: dict[str, Callable[[], int | None]] = field(default_factory=dict)
     rows: list[tuple[str, str, str]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    database: Provisioned | None = None
 
     def track(self, name: str, pid: int | None) -> None:
         if pid is not None:
+            self.state.children = [c for c in self.state.children if c.name != name]
             self.state.children.append(Tracked.of(name, pid))
             self.state.write(self.var_dir)
 
@@ -83,20 +93,22 @@ def _optional(program: str, stack: Stack, fallback: str) -> bool:
 
 
 def _start_datastores(stack: Stack, exits: contextlib.ExitStack) -> None:
-    """PostgreSQL (+ migrations), Redis and OPA where installed; data under var/."""
-    spool = stack.var_dir / "audit-spool"
-    stack.env["AUTHZ_AUDIT_SPOOL_DIR"] = str(spool)
-    stack.state.audit_spool_dir = str(spool)
-    if _optional("postgres", stack, f"audit: spool on disk only, {spool}"):
-        _say("devstack: starting PostgreSQL and applying migrations")
+    """PostgreSQL (provisioned, migrated), Redis and OPA where installed; data under var/."""
+    journal = stack.var_dir / "audit-journal"
+    stack.env["AUTHZ_AUDIT_JOURNAL_DIR"] = str(journal)
+    stack.state.audit_journal_dir = str(journal)
+    if _optional("postgres", stack, f"audit: the journal on disk only, {journal} (no shipper)"):
+        _say("devstack: starting PostgreSQL, provisioning it and applying migrations")
         pg = exits.enter_context(postgres(stack.var_dir))
         stack.track("postgres", pg.pid)
         stack.watched["postgres"] = lambda: pg.running
-        _migrate(pg.dsn, stack.var_dir)
-        stack.env["AUTHZ_DATABASE_URL"] = stack.state.database_url = pg.dsn
-        stack.env["BACKEND_DATABASE_URL"] = pg.dsn
-        masked = f"postgresql://{pg.user}:***@{pg.host}:{pg.port}/{pg.database}"
-        stack.rows.append(("PostgreSQL", masked, "audit rows (password in var/devstack.json)"))
+        stack.database = provision_database(pg, stack.var_dir)
+        migrate(stack.database.migrator_dsn, stack.var_dir)
+        stack.env["BACKEND_DATABASE_URL"] = stack.database.reader_dsn
+        stack.state.database_url = stack.database.reader_dsn
+        login = stack.database.logins.reader
+        masked = f"postgresql://{login}:***@{pg.host}:{pg.port}/{pg.database}"
+        stack.rows.append(("PostgreSQL", masked, f"audit rows (logins in var/{LOGINS_FILE})"))
     if _optional("redis-server", stack, "budgets: in-process ledger (lost on restart)"):
         rd = exits.enter_context(redis_server(stack.var_dir))
         stack.track("redis", rd.pid)
@@ -111,36 +123,36 @@ def _start_datastores(stack: Stack, exits: contextlib.ExitStack) -> None:
         stack.rows.append(("OPA", op.url, "policies/ loaded"))
 
 
-def _migrate(dsn: str, var_dir: Path) -> None:
-    log = var_dir / "logs" / "migrate.log"
-    with log.open("ab") as out:
-        result = subprocess.run(
-            [sys.executable, "-m", "alembic", "upgrade", "head"],
-            cwd=REPO_ROOT, env={**os.environ, "AUTHZ_DATABASE_URL": dsn},
-            stdout=out, stderr=subprocess.STDOUT, check=False,
-        )  # fmt: skip
-    if result.returncode != 0:
-        raise ServiceUnavailable(f"alembic upgrade head failed; log {log}")
-
-
-def _process(
+def _process(  # noqa: PLR0917 - the parts of one process, all named at the call
     stack: Stack,
     exits: contextlib.ExitStack,
     name: str,
     argv: list[str],
     ready: Callable[[], bool],
+    env: dict[str, str] | None = None,
+    *,
+    restart: bool = False,
 ) -> None:
     process = ManagedProcess(
         name,
         argv,
         log_path=stack.var_dir / "logs" / f"{name}.log",
         ready=ready,
-        env={**os.environ, **stack.env},
+        env={**os.environ, **stack.env, **(env or {})},
     )
     process.start()
     exits.callback(process.stop)
     stack.track(name, process.pid)
     stack.watched[name] = lambda: process.running
+    if restart:
+
+        def again() -> int | None:
+            process.stop()  # reap what is left of it
+            process.start()
+            stack.track(name, process.pid)
+            return process.pid
+
+        stack.restarts[name] = again
 
 
 def _start_apps(
@@ -178,6 +190,25 @@ def _start_apps(
     stack.rows.append(
         ("authz (gRPC)", authz, f"metrics http://{metrics}/metrics, admin API {admin}")
     )
+
+
+def _start_shipper(stack: Stack, exits: contextlib.ExitStack, ports: Ports, build: Path) -> None:
+    """The audit shipper as its own login, restarted whenever it exits."""
+    if stack.database is None:
+        return
+    health = f"{LOOPBACK}:{ports['shipper']}"
+    env = {
+        "AUTHZ_SHIPPER_DATABASE_URL": stack.database.shipper_dsn,
+        "AUTHZ_SHIPPER_RETENTION_DATABASE_URL": stack.database.retention_dsn,
+        "AUTHZ_SHIPPER_JOURNAL_DIR": stack.env["AUTHZ_AUDIT_JOURNAL_DIR"],
+        "AUTHZ_SHIPPER_ACCESS_LOG_MANIFEST": str(build / "audit" / "access_logs.json"),
+        "AUTHZ_SHIPPER_HEALTH_ADDRESS": health,
+    }
+    url = f"http://{health}/health"
+    _process(stack, exits, "shipper", [sys.executable, "-m", "authz_service", "audit", "ship"],
+             lambda: http_status(url) != 0, env, restart=True)  # fmt: skip
+    stack.state.shipper_health_url = url
+    stack.rows.append(("audit shipper", url, f"metrics http://{health}/metrics"))
 
 
 def _start_envoys(
@@ -240,16 +271,6 @@ def _signals_stop() -> Iterator[None]:
             signal.signal(signum, signal.SIG_IGN)
 
 
-def _supervise(stack: Stack) -> int:
-    while True:
-        for name, alive in stack.watched.items():
-            if not alive():
-                log = stack.var_dir / "logs" / f"{name}.log"
-                _say(f"devstack: {name} exited; stopping everything (see {log})")
-                return 1
-        time.sleep(0.5)
-
-
 def _prepare(options: UpOptions) -> tuple[GatewayConfig, Ports] | None:
     """Refuse a second stack, pick and check the ports, render; None when it cannot start."""
     previous = StackState.read(options.var_dir)
@@ -266,6 +287,8 @@ def _prepare(options: UpOptions) -> tuple[GatewayConfig, Ports] | None:
         _say(f"devstack: ports already in use: {', '.join(busy)} (another `make up`?)")
         return None
     config, overrides = load_with_ports(options.config, ports)
+    # Envoy's audit access logs under VAR_DIR (render makes the path absolute)
+    overrides["audit"] = {"access_log_dir": str(options.var_dir / ACCESS_LOG_DIR)}
     revision = render_config(options.config, overrides, options.build_dir)
     _say(f"devstack: rendered {options.config} (revision {revision[:12]})")
     return config, ports
@@ -281,12 +304,13 @@ def _run_stack(options: UpOptions, config: GatewayConfig, ports: Ports) -> int:
         try:
             _start_datastores(stack, exits)
             _start_apps(stack, exits, ports, options)
+            _start_shipper(stack, exits, ports, options.build_dir)
             _start_envoys(stack, exits, config, options)
             stack.state.ready = True
             stack.state.write(options.var_dir)
             _print_table(stack)
             _say(f"{READY_LINE} (state {options.var_dir / STATE_FILE})")
-            return _supervise(stack)
+            return supervise(stack.watched, stack.restarts, stack.var_dir / "logs", _say)
         except (KeyboardInterrupt, Stopping):
             return 0
         except (ServiceUnavailable, OSError) as error:

@@ -6,6 +6,8 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from authz_service.runtime_config import (
     CTX_BUDGET_COST,
     CTX_BUDGET_METRIC,
@@ -24,14 +26,19 @@ from gateway_config.models import HTTP_METHODS, EntryPoint, GatewayConfig, Healt
 AUTHZ_CLUSTER = "authz"
 CORRELATION_HEADER = "x-correlation-id"
 CAUSATION_HEADER = "x-causation-id"
-# The request headers the access-log entry carries: only the join key of the audit row (the
-# entry's own request_id normally has it; every extra header is Envoy and Python CPU per entry).
-LOGGED_REQUEST_HEADERS = ("x-request-id",)
 # Google's metadata server, which mints the ID tokens of gcp_authn (Cloud Run, GKE).
 GCP_METADATA_CLUSTER = "gcp_metadata"
 GCP_METADATA_HOST = "metadata.google.internal"
 # Cloud Run reads the invoker's token here and leaves Authorization (the client's JWT) alone.
 ID_TOKEN_HEADER = "x-serverless-authorization"
+# the route rds.yaml.j2 renders for the entry point's readiness path: health-check traffic,
+# left out of the audit access log
+READINESS_ROUTE = "readiness"
+
+
+def access_log_path(config: GatewayConfig, name: str) -> Path:
+    """The entry point's access-log file, absolute (a relative dir is the current one's)."""
+    return Path(config.audit.access_log_dir).resolve() / f"{name}.log"
 
 
 def _seconds(ms: int) -> str:
@@ -251,10 +258,14 @@ def entry_point_view(
         "reaches_upstreams": entry.via is None,
         "correlation_header": CORRELATION_HEADER,
         "causation_header": CAUSATION_HEADER,
-        "logged_request_headers": list(LOGGED_REQUEST_HEADERS),
         "methods": list(HTTP_METHODS),
         "unsupported_method_detail": UNSUPPORTED_METHOD_DETAIL,
         "upstream_error": {"code": UPSTREAM_ERROR[0], "title": UPSTREAM_ERROR[1]},
+        "access_log": {
+            "path": str(access_log_path(config, name)),
+            # readiness probes (other hops' health checks of this one) are not requests
+            "filter": f"!(has(xds.route_name) && xds.route_name == '{READINESS_ROUTE}')",
+        },
         "authz": {
             "cluster": AUTHZ_CLUSTER,
             "timeout": _seconds(config.authz.timeout_ms),
@@ -270,3 +281,17 @@ def entry_point_view(
         },
         "routes": _route_views(config, entry, routes, revision, clusters),
     }
+
+
+def access_log_manifest(config: GatewayConfig) -> str:
+    """What the audit shipper tails: each entry point's log file and its Envoy admin."""
+    entries = [
+        {
+            "name": name,
+            "gateway_type": str(entry.gateway_type),
+            "path": str(access_log_path(config, name)),
+            "admin": f"{entry.admin.address}:{entry.admin.port}",
+        }
+        for name, entry in config.entry_points.items()
+    ]
+    return orjson.dumps({"access_logs": entries}, option=orjson.OPT_INDENT_2).decode() + "\n"

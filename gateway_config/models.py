@@ -213,6 +213,16 @@ class Route(_Strict):
         return self
 
 
+class Audit(_Strict):
+    """Where Envoy writes its access logs (one JSON-lines file per entry point) for the shipper.
+
+    A relative directory is resolved against the current directory when rendering: the
+    rendered configs always carry an absolute path.
+    """
+
+    access_log_dir: str = Field(default="var/access-logs", min_length=1)
+
+
 Rbac = dict[GatewayType, dict[Name, tuple[str, ...]]]
 
 
@@ -230,6 +240,7 @@ class GatewayConfig(_Strict):
     shadow: ShadowModes = Field(default_factory=ShadowModes)
     # CA bundle (a path where Envoy runs) that verifies the certificates of TLS hops.
     tls_ca_file: str = Field(default="/etc/ssl/certs/ca-certificates.crt", pattern=r"^/")
+    audit: Audit = Field(default_factory=Audit)
 
     def shadow_stages(self, route: Route) -> tuple[ShadowStage, ...]:
         """The effective shadow stages of a route: its own modes over the global ones."""

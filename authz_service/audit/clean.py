@@ -7,13 +7,12 @@ import ipaddress
 import logging
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from authz_service.audit.metrics import CLEANED
-from authz_service.audit.record import AccessLogCompletion, AuditRecord
+from authz_service.audit.record import AuditRecord
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +22,7 @@ Row = dict[str, Any]
 INDEXED_TEXT_MAX = 512
 # other text is stored verbatim up to this length (an 8 KB user agent fits whole)
 TEXT_MAX = 65536
-DECISIONS = frozenset({"allow", "deny", "error"})
+DECISIONS = frozenset({"allow", "deny", "error", "cancelled"})
 SMALLINT = (-(2**15), 2**15 - 1)
 INTEGER = (-(2**31), 2**31 - 1)
 BIGINT = (-(2**63), 2**63 - 1)
@@ -200,14 +199,6 @@ def _parse_ip(text: str) -> str | None:
     return None
 
 
-def _timestamp(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # the pipeline's clock is UTC
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat()
-
-
 def decision_row(record: AuditRecord) -> Row:
     """The columns the pipeline's decision sets, keyed by column name, JSON-ready."""
     clean = Cleaner(str(record.request_id))
@@ -218,7 +209,7 @@ def decision_row(record: AuditRecord) -> Row:
         row["decision"] = "error"
     roles, shadow = record.roles, record.shadow_denials
     row |= {
-        "created_at": _timestamp(record.created_at) or datetime.now(UTC).isoformat(),
+        "decided_at": record.decided_at_us,
         "authz_status_code": clean.integer("authz_status_code", record.status_code, SMALLINT),
         "roles": list(roles) if _plain_texts(roles, INDEXED_TEXT_MAX)
         else [clean.text("roles", r, INDEXED_TEXT_MAX) for r in roles],
@@ -236,19 +227,34 @@ def decision_row(record: AuditRecord) -> Row:
     return row
 
 
-def completion_row(completion: AccessLogCompletion) -> Row:
-    """The columns Envoy's access log sets, keyed by column name, JSON-ready."""
-    clean = Cleaner(str(completion.request_id))
-    row: Row = {
-        "request_id": clean.text("request_id", completion.request_id, INDEXED_TEXT_MAX),
-        "created_at": _timestamp(completion.started_at),
-        "status_code": clean.integer("status_code", completion.status_code, SMALLINT),
-        "total_duration_ms": clean.number("total_duration_ms", completion.total_duration_ms),
-        "request_bytes": clean.integer("request_bytes", completion.request_bytes, BIGINT),
-        "response_bytes": clean.integer("response_bytes", completion.response_bytes, BIGINT),
-        "upstream_cluster": clean.text("upstream_cluster", completion.upstream_cluster),
-        "response_flags": clean.text("response_flags", completion.response_flags),
-        "completed_at": _timestamp(completion.completed_at) or datetime.now(UTC).isoformat(),
+COMPLETION_INDEXED_TEXT = (
+    "request_id",
+    "gateway_type",
+    "correlation_id",
+    "causation_id",
+    "route_id",
+)
+COMPLETION_TEXT = ("method", "path", "user_agent", "response_code_details", "response_flags",
+                   "upstream_cluster", "upstream_host")  # fmt: skip
+COMPLETION_INTEGERS = (("status_code", SMALLINT), ("request_bytes", BIGINT),
+                       ("response_bytes", BIGINT))  # fmt: skip
+
+
+def completion_row(fields: Mapping[str, Any]) -> Row:
+    """The columns Envoy's access-log line sets (already parsed), made storable."""
+    clean = Cleaner(str(fields.get("request_id")))
+    get = fields.get
+    row = _texts(clean, COMPLETION_INDEXED_TEXT, tuple(map(get, COMPLETION_INDEXED_TEXT)),
+                 INDEXED_TEXT_MAX)  # fmt: skip
+    row |= _texts(clean, COMPLETION_TEXT, tuple(map(get, COMPLETION_TEXT)), TEXT_MAX)
+    row |= {c: clean.integer(c, fields.get(c), bounds) for c, bounds in COMPLETION_INTEGERS}
+    consulted = fields.get("authz_consulted")
+    row |= {
+        "client_ip": clean.address("client_ip", fields.get("client_ip")),
+        "total_duration_ms": clean.number("total_duration_ms", fields.get("total_duration_ms")),
+        "started_at": clean.integer("started_at", fields.get("started_at"), BIGINT),
+        "completed_at": clean.integer("completed_at", fields.get("completed_at"), BIGINT),
+        "authz_consulted": consulted if isinstance(consulted, bool) else None,
     }
     clean.log()
     return row

@@ -1,25 +1,29 @@
-"""Prometheus metrics of the audit trail: written, spooled, dropped, rejected, cleaned."""
+"""Prometheus metrics of the service's audit journal: batches, records, bytes, errors, drops."""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-WRITTEN = Counter("authz_audit_records_written", "Audit entries written to PostgreSQL")
-SPOOLED = Counter("authz_audit_records_spooled", "Audit entries written to the on-disk spool")
-REPLAYED = Counter("authz_audit_records_replayed", "Spooled audit entries replayed to PostgreSQL")
-DROPPED = Counter(
-    "authz_audit_records_dropped", "Audit entries lost (full spool, policy drop)", ["reason"]
+JOURNAL_BATCHES = Counter(
+    "authz_audit_journal_batches", "Journal writes (one os.write per batch of records)"
 )
-REJECTED = Counter(
-    "authz_audit_records_rejected",
-    "Audit entries PostgreSQL refused alone; kept in the spool's rejected.jsonl",
+JOURNAL_RECORDS = Counter("authz_audit_journal_records", "Records written to the journal")
+JOURNAL_ERRORS = Counter(
+    "authz_audit_journal_errors", "Journal writes or syncs that failed (checks were refused)"
+)
+JOURNAL_BYTES = Gauge(
+    "authz_audit_journal_bytes",
+    "Bytes of journal segments not yet removed by the shipper (all journals under the root)",
+)
+DROPPED = Counter(
+    "authz_audit_records_dropped",
+    "Records not journaled: refusals past the journal's hard limit (journal_full), "
+    "records that cannot be encoded (unencodable)",
+    ["reason"],
+)
+CANCELLED = Counter(
+    "authz_audit_checks_cancelled", "Checks cancelled by Envoy (timeout, client gone), journaled"
 )
 CLEANED = Counter(
     "authz_audit_values_cleaned", "Audit values changed before storing (NUL, length...)", ["field"]
-)
-SPOOL_BYTES = Gauge("authz_audit_spool_bytes", "Bytes waiting in the audit spool")
-QUEUE_DEPTH = Gauge("authz_audit_queue_depth", "Audit entries waiting in memory")
-MERGED = Counter(
-    "authz_audit_completions_merged",
-    "Access-log completions written in their decision's INSERT: no second write",
 )

@@ -1,27 +1,27 @@
-"""The audit record the pipeline hands to the audit sink, one per checked request."""
+"""The audit record the servicer journals, one per check (cancelled ones included)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 
 @dataclass(slots=True)
 class AuditRecord:
-    """What the authz service decided for one request; the access log completes it later."""
+    """What the authz service decided for one request; Envoy's access log completes it later."""
 
     request_id: str
-    created_at: datetime
-    decision: str  # "allow" | "deny" | "error"
-    status_code: int  # the status the authz service decided (200 when allowed)
+    decided_at_us: int  # when the check arrived, microseconds since the epoch
+    decision: str  # "allow" | "deny" | "error" | "cancelled"
+    status_code: int | None  # the status the authz service decided (None: never answered)
     correlation_id: str | None = None
     causation_id: str | None = None
     gateway_type: str | None = None
     route_id: str | None = None
     method: str | None = None
     path: str | None = None
-    denied_stage: str | None = None  # authenticate | authorize | policy | budget
+    # the stage that denied; for a cancelled check, the stage that was running
+    denied_stage: str | None = None
     problem_type: str | None = None  # the stable error code, e.g. "token_expired"
     user_id: str | None = None
     customer_id: str | None = None
@@ -40,18 +40,3 @@ class AuditRecord:
     policy_revision: str | None = None  # sha256 of the policies that decided
     service_version: str | None = None
     shadow_denials: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)  # not frozen: its __init__ would pay object.__setattr__ per field
-class AccessLogCompletion:
-    """What Envoy finally answered for a request, joined to its audit row by request id."""
-
-    request_id: str
-    status_code: int
-    total_duration_ms: float | None = None
-    request_bytes: int | None = None
-    response_bytes: int | None = None
-    upstream_cluster: str | None = None
-    response_flags: str | None = None
-    started_at: datetime | None = None  # Envoy's start time; dates a row made before its decision
-    completed_at: datetime | None = None  # when the access log arrived (the writer fills it)

@@ -1,4 +1,4 @@
-"""Helpers for the audit e2e tests: the writer's database, traffic with known ids, row lookups."""
+"""Helpers for the audit e2e tests: a provisioned database, traffic with known ids, row lookups."""
 
 from __future__ import annotations
 
@@ -14,33 +14,45 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from authz_service.audit.framing import decode_record, read_frames
 from devstack import PostgresService
-from tests.e2e.conftest import GatewayStack, _start_authz
-from tests.integration._audit_db import login_as, migrated_database
+from devstack.provision import Provisioned
+from tests.e2e.conftest import GatewayStack, _start_authz, start_shipper
+from tests.integration._audit_db import provisioned_database, superuser_dsn
 
 ROW_COLUMNS = (
-    "request_id, correlation_id, causation_id, gateway_type, route_id, decision, denied_stage, "
-    "problem_type, authz_status_code, status_code, completed_at, user_id, customer_id"
+    "id, request_id, correlation_id, causation_id, gateway_type, route_id, method, path, "
+    "decision, denied_stage, problem_type, authz_status_code, status_code, completed_at, "
+    "user_id, customer_id, response_code_details, authz_consulted, journal_id, access_log_id"
 )
-WAIT_FOR_ROWS_S = 30.0  # bounded: the writer's flush, Envoy's 0.5 s log buffer, a replay
+WAIT_FOR_ROWS_S = 60.0  # bounded: Envoy's file flush, the shipper's hold and poll, a retry
 Row = dict[str, Any]
 
 
 @dataclass(frozen=True)
 class AuditDatabase:
-    """A database migrated to head; the authz service writes as a login in the writer group."""
+    """A database provisioned and migrated as `make up` does it; each part uses its login."""
 
-    admin_dsn: str  # the superuser: reads every row (RLS does not apply to it)
-    writer_dsn: str  # what AUTHZ_DATABASE_URL gets, as production would configure it
+    provisioned: Provisioned
+    superuser: str  # for tampering, as an attacker with the superuser would
+
+    @property
+    def reader_dsn(self) -> str:
+        """A gateway_audit_admin login: reads every row (row-level security)."""
+        return self.provisioned.reader_dsn
 
     def authz_env(self, **extra: str) -> dict[str, str]:
-        # the admin API's fixed default port would clash with any other stack on this machine
-        return {"AUTHZ_DATABASE_URL": self.writer_dsn, "AUTHZ_ADMIN_ADDRESS": "", **extra}
+        # the authz service needs no database at all; the admin API's fixed default port
+        # would clash with any other stack on this machine
+        return {"AUTHZ_ADMIN_ADDRESS": "", **extra}
+
+    def shipper_env(self, **extra: str) -> dict[str, str]:
+        return {"AUTHZ_SHIPPER_DATABASE_URL": self.provisioned.shipper_dsn, **extra}
 
 
 def audit_database(postgres: PostgresService, prefix: str) -> AuditDatabase:
-    dsn = migrated_database(postgres, prefix)
-    return AuditDatabase(dsn, login_as(postgres, dsn, "gateway_audit_writer"))
+    provisioned = provisioned_database(postgres, prefix)
+    return AuditDatabase(provisioned, superuser_dsn(postgres, provisioned))
 
 
 @dataclass(frozen=True)
@@ -51,20 +63,22 @@ class Sent:
     allowed: bool  # sent with a valid token (else without one: a 401 token_missing)
     status: int
     request_id: str
+    entry: str = "plant"
 
     @property
-    def acknowledged(self) -> bool:
-        """Envoy gave a final answer that the authz service decided (not its own 503)."""
-        return 200 <= self.status < 500
+    def answered(self) -> bool:
+        return self.status != 0
 
 
-def send_mixed(stack: GatewayStack, index: int, token: str, timeout: float = 10.0) -> Sent:
-    """GET /api/v1/orders on PLANT with its own correlation id; every second one has no token."""
+def send_mixed(
+    stack: GatewayStack, index: int, token: str, entry: str = "plant", timeout: float = 10.0
+) -> Sent:
+    """GET /api/v1/orders with its own correlation id; every second one has no token."""
     correlation_id = str(uuid.uuid4())
     allowed = index % 2 == 0
     try:
         reply = stack.request(
-            "plant",
+            entry,
             "GET",
             "/api/v1/orders",
             token=token if allowed else None,
@@ -72,8 +86,8 @@ def send_mixed(stack: GatewayStack, index: int, token: str, timeout: float = 10.
             timeout=timeout,
         )
     except OSError:
-        return Sent(correlation_id, allowed, 0, "")
-    return Sent(correlation_id, allowed, reply.status, reply.headers.get("x-request-id", ""))
+        return Sent(correlation_id, allowed, 0, "", entry)
+    return Sent(correlation_id, allowed, reply.status, reply.headers.get("x-request-id", ""), entry)
 
 
 def send_concurrently(
@@ -85,6 +99,7 @@ def send_concurrently(
     stop: Event | None = None,
     seconds: float = 30.0,
     pause: float = 0.0,
+    entry: str = "plant",
     on_sent: Callable[[Sent], None] | None = None,
 ) -> list[Sent]:
     """`workers` loops of at most `per_worker` requests each, until `stop` or `seconds` pass.
@@ -98,11 +113,11 @@ def send_concurrently(
         for i in range(per_worker):
             if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
                 break
-            sent.append(send_mixed(stack, worker + i, token))
+            sent.append(send_mixed(stack, worker + i, token, entry))
             if on_sent is not None:
                 on_sent(sent[-1])
-            if pause or not sent[-1].acknowledged:  # Envoy refuses at once: no spinning
-                time.sleep(max(pause, 0.05))
+            if pause or sent[-1].status in (0, 503):  # refused at once: no spinning
+                time.sleep(max(pause, 0.02))
         return sent
 
     with ThreadPoolExecutor(workers) as pool:
@@ -140,46 +155,67 @@ def wait_for_rows(
         time.sleep(0.25)
 
 
-def one_completed_row(rows: list[Row]) -> bool:
-    return len(rows) == 1 and rows[0]["completed_at"] is not None
+def complete(row: Row) -> bool:
+    """Both halves are in: the decision and Envoy's completion."""
+    return row["decision"] is not None and row["completed_at"] is not None
 
 
-def sigterm_authz(stack: GatewayStack, timeout: float = 30.0) -> int:
-    """SIGTERM the authz service by its PID and wait for it to exit; returns its exit code."""
+def one_complete_row(rows: list[Row]) -> bool:
+    return len(rows) == 1 and complete(rows[0])
+
+
+def journal_records(stack: GatewayStack, decision: str = "") -> int:
+    """Records in the stack's journals not yet removed by the shipper (of `decision`, if set)."""
+    count = 0
+    for segment in stack.journal_dir.glob("*/*.journal"):
+        for _, payload in read_frames(segment.read_bytes(), 0).payloads:
+            count += not decision or decode_record(payload)["decision"] == decision
+    return count
+
+
+def kill_authz(stack: GatewayStack) -> None:
+    """SIGKILL the authz service: no shutdown, nothing flushed but what the journal has."""
     process = stack.processes["authz"].process
-    process.send_signal(signal.SIGTERM)
-    return process.wait(timeout=timeout)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
 
 
 def restart_authz(stack: GatewayStack) -> None:
-    """Start the authz service again with the same env (database, spool dir, ports)."""
+    """Start the authz service again with the same env (journal dir, ports)."""
     old = stack.processes["authz"]
     assert old.process.poll() is not None, "stop the authz service before restarting it"
     old.log_path.rename(old.log_path.with_name(f"authz-{int(time.time() * 1000)}.log"))
     _start_authz(stack)
 
 
-def spooled_entries(stack: GatewayStack, kind: str = "") -> int:
-    """Entries in the spool's segments (only those of `kind`, decision or completion, if set)."""
-    marker = f'"k":"{kind}"'.encode() if kind else b""
-    return sum(
-        1
-        for path in stack.spool_dir.glob("audit-*.jsonl")
-        for line in path.read_bytes().splitlines()
-        if marker in line
-    )
+def kill_shipper(stack: GatewayStack) -> None:
+    process = stack.processes["shipper"].process
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
 
 
-def assert_rows_match_answers(found: dict[str, list[Row]], sent: Iterable[Sent]) -> None:
-    """Exactly one row per request, its decision, and Envoy's answer once completed."""
+def restart_shipper(stack: GatewayStack) -> None:
+    assert stack.processes["shipper"].process.poll() is not None
+    start_shipper(stack)
+
+
+def assert_one_row_per_hop(found: dict[str, list[Row]], sent: Iterable[Sent]) -> None:
+    """Exactly one row per hop a request reached, with what Envoy answered the client."""
     for request in sent:
         rows = found.get(request.correlation_id, [])
-        assert len(rows) == 1, (request, rows)
-        row = rows[0]
-        assert row["request_id"] == request.request_id, (request, row)
-        if request.allowed:
-            assert (row["decision"], row["authz_status_code"]) == ("allow", 200), row
-        else:
-            assert (row["decision"], row["problem_type"]) == ("deny", "token_missing"), row
-        # a row that Envoy's access log completed carries Envoy's final answer
-        assert row["status_code"] in (None, request.status), (request, row)
+        hops = {row["gateway_type"] for row in rows}
+        assert len(rows) == len(hops), (request, rows)  # never two rows for one hop
+        entry = {row["gateway_type"]: row for row in rows}[request.entry.upper()]
+        assert entry["request_id"] == request.request_id, (request, entry)
+        assert entry["status_code"] == request.status, (request, entry)
+        if request.status == 200:
+            assert request.allowed
+            assert all(r["decision"] == "allow" and r["completed_at"] for r in rows), rows
+            assert hops == {request.entry.upper(), "PLANT"}, rows
+        elif request.status == 401:
+            assert (entry["decision"], entry["problem_type"]) == ("deny", "token_missing"), entry
+        else:  # a hop's Envoy refused while the authz service was away: its line says so
+            assert request.status == 503, request
+            refusing = [r for r in rows if r["response_code_details"] == "ext_authz_error"]
+            assert len(refusing) == 1, rows
+            assert refusing[0]["authz_consulted"] is True, rows

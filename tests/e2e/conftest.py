@@ -83,6 +83,8 @@ class StackOptions:
     entry_points: tuple[str, ...] = ENTRY_POINTS  # which Envoys to start
     authz_timeout_ms: int = 1000  # the example's 250 ms is tight on a busy 2-core test box
     wait_for_upstream: bool = True  # wait until /health answers 200 through every entry point
+    # the audit shipper's AUTHZ_SHIPPER_* (its database URL at least); None: no shipper
+    shipper_env: dict[str, str] | None = None
 
 
 @dataclass
@@ -181,8 +183,16 @@ class GatewayStack:
         return self.out_dir / "authz" / "runtime.json"
 
     @property
-    def spool_dir(self) -> Path:
-        return self.workdir / "spool"
+    def journal_dir(self) -> Path:
+        return self.workdir / "journal"
+
+    @property
+    def access_log_dir(self) -> Path:
+        return self.workdir / "access-logs"
+
+    @property
+    def access_log_manifest(self) -> Path:
+        return self.out_dir / "audit" / "access_logs.json"
 
     def port(self, entry: str) -> int:
         return self.ports[entry]
@@ -230,6 +240,7 @@ class GatewayStack:
             "entry_points": entry_points,
             "upstreams": {"backend": {"port": self.ports["backend"]}},
             "authz": {"port": self.ports["authz"], "timeout_ms": self.options.authz_timeout_ms},
+            "audit": {"access_log_dir": str(self.access_log_dir)},
         }
         raw = deep_merge(deep_merge(raw, ports), self.options.config_overrides)
         raw["routes"] = [*raw["routes"], *self.options.extra_routes, *(extra_routes or [])]
@@ -283,8 +294,8 @@ def _start_authz(stack: GatewayStack) -> None:
         "AUTHZ_POLICY_DIR": str(REPO_ROOT / "policies"),
         "AUTHZ_OPA_URL": "",
         "AUTHZ_REDIS_URL": "",
-        "AUTHZ_DATABASE_URL": "",
-        "AUTHZ_AUDIT_SPOOL_DIR": str(stack.spool_dir),
+        "AUTHZ_AUDIT_JOURNAL_DIR": str(stack.journal_dir),
+        "AUTHZ_AUDIT_FSYNC": "off",  # the tests' machine crash is not simulated; speed matters
         "AUTHZ_METRICS_ADDRESS": f"127.0.0.1:{stack.ports['metrics']}",
         "AUTHZ_ADMIN_ADDRESS": f"127.0.0.1:{stack.ports['admin']}",
         **stack.options.authz_env,
@@ -304,12 +315,46 @@ def _start_authz(stack: GatewayStack) -> None:
     wait_until(serving, "the authz service's grpc.health.v1 SERVING")
 
 
+def shipper_health(stack: GatewayStack) -> tuple[int, dict[str, Any]]:
+    """GET the shipper's /health: (status, body); (0, {}) when it does not answer."""
+    try:
+        reply = send(stack.ports["shipper"], "GET", "/health", timeout=2)
+    except OSError:
+        return 0, {}
+    return reply.status, reply.json()
+
+
+def start_shipper(stack: GatewayStack) -> None:
+    """`python -m authz_service audit ship` on the stack's journals and access logs."""
+    assert stack.options.shipper_env is not None
+    env = {
+        "AUTHZ_SHIPPER_JOURNAL_DIR": str(stack.journal_dir),
+        "AUTHZ_SHIPPER_ACCESS_LOG_MANIFEST": str(stack.access_log_manifest),
+        "AUTHZ_SHIPPER_HEALTH_ADDRESS": f"127.0.0.1:{stack.ports['shipper']}",
+        "AUTHZ_SHIPPER_POLL_SECONDS": "0.05",
+        "AUTHZ_SHIPPER_RETRY_SECONDS": "0.5",
+        **stack.options.shipper_env,
+    }
+    log_path = stack.workdir / f"shipper-{len(list(stack.workdir.glob('shipper-*.log')))}.log"
+    shipper = ChildProcess.start(
+        "audit shipper", [sys.executable, "-m", "authz_service", "audit", "ship"], env, log_path
+    )
+    stack.processes["shipper"] = shipper
+
+    def answers() -> bool:
+        shipper.assert_running()
+        return shipper_health(stack)[0] != 0
+
+    wait_until(answers, "the audit shipper's /health")
+
+
 def _start_envoys(stack: GatewayStack, exits: contextlib.ExitStack) -> None:
     # PLANT first: CP and PP health-check it and forward to it
     for name in sorted(stack.options.entry_points, key=lambda n: n != "plant"):
+        config = stack.out_dir / "envoy" / f"{name}.yaml"
         try:
             stack.envoys[name] = exits.enter_context(
-                provision_envoy(stack.workdir, stack.out_dir / "envoy" / f"{name}.yaml", name=name)
+                provision_envoy(stack.workdir, config, name=name, log_dir=stack.access_log_dir)
             )
         except ServiceUnavailable as error:
             pytest.fail(f"required service unavailable: {error}", pytrace=False)
@@ -337,8 +382,8 @@ def _stop_processes(stack: GatewayStack) -> None:
 @contextlib.contextmanager
 def gateway_stack_running(workdir: Path, options: StackOptions) -> Iterator[GatewayStack]:
     names = [
-        *ENTRY_POINTS, *(f"{n}_admin" for n in ENTRY_POINTS), "plant_internal", "backend", "authz",
-        "metrics", "admin",
+        *ENTRY_POINTS, *(f"{n}_admin" for n in ENTRY_POINTS), "plant_internal",
+        "backend", "authz", "metrics", "admin", "shipper",
     ]  # fmt: skip
     stack = GatewayStack(
         workdir=workdir,
@@ -354,6 +399,8 @@ def gateway_stack_running(workdir: Path, options: StackOptions) -> Iterator[Gate
         if options.with_authz:
             _start_authz(stack)
         _start_envoys(stack, exits)
+        if options.shipper_env is not None:
+            start_shipper(stack)
         yield stack
 
 

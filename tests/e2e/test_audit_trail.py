@@ -1,22 +1,29 @@
-"""Through the real Envoys: one audit row per checked request, completed with Envoy's answer."""
+"""Through the real Envoys, journal and shipper: one audit row per request per hop, both halves."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import socket
 import time
 import uuid
 from typing import Any
 
+import psycopg
 import pytest
 
+from authz_service.audit.verify import verify
 from devstack import PostgresService
 from tests.e2e._audit_stack import (
     AuditDatabase,
     Row,
     audit_database,
-    one_completed_row,
+    complete,
+    one_complete_row,
     rows_by_correlation,
     wait_for_rows,
 )
+from tests.e2e.conftest import send
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +36,21 @@ def gateway_stack_options(
     gateway_stack_types: tuple[type[Any], type[Any]], audit_db: AuditDatabase
 ) -> Any:
     stack_options, _ = gateway_stack_types
-    return stack_options(authz_env=audit_db.authz_env(), entry_points=("plant", "cp"))
+    return stack_options(
+        authz_env=audit_db.authz_env(),
+        # a small rotation size: the access logs rotate many times during the module
+        shipper_env=audit_db.shipper_env(
+            AUTHZ_SHIPPER_HOLD_SECONDS="5", AUTHZ_SHIPPER_ACCESS_LOG_ROTATE_BYTES="4096"
+        ),
+        entry_points=("plant", "cp"),
+    )
 
 
 def _only_row(audit_db: AuditDatabase, correlation_id: str) -> Row:
-    found = wait_for_rows(audit_db.admin_dsn, [correlation_id], one_completed_row)
+    found = wait_for_rows(audit_db.reader_dsn, [correlation_id], one_complete_row)
     rows = found.get(correlation_id, [])
     assert len(rows) == 1, rows
-    assert rows[0]["completed_at"] is not None, rows[0]
+    assert complete(rows[0]), rows[0]
     return rows[0]
 
 
@@ -52,10 +66,12 @@ def test_allowed_request_has_one_row_with_the_backends_status(
     row = _only_row(audit_db, mine)
     assert row["request_id"] == reply.headers["x-request-id"]
     assert (row["decision"], row["authz_status_code"], row["status_code"]) == ("allow", 200, 200)
-    assert (row["gateway_type"], row["route_id"]) == ("PLANT", "orders-list")
+    assert (row["gateway_type"], row["route_id"], row["method"]) == ("PLANT", "orders-list", "GET")
     assert (row["user_id"], row["customer_id"]) == ("audit-allow", "cust-audit")
-    assert row["causation_id"] is None
-    assert row["denied_stage"] is None
+    assert (row["causation_id"], row["denied_stage"]) == (None, None)
+    assert (row["response_code_details"], row["authz_consulted"]) == ("via_upstream", True)
+    assert row["journal_id"], "the decision is chained"
+    assert row["access_log_id"], "so is Envoy's completion"
 
 
 def test_denied_request_has_one_deny_row(gateway_stack: Any, audit_db: AuditDatabase) -> None:
@@ -72,6 +88,7 @@ def test_denied_request_has_one_deny_row(gateway_stack: Any, audit_db: AuditData
         "token_missing",
     )
     assert (row["authz_status_code"], row["status_code"]) == (401, 401)
+    assert row["response_code_details"] == "ext_authz_denied"
     assert row["user_id"] is None
 
 
@@ -88,6 +105,7 @@ def test_allowed_request_failing_upstream_keeps_both_statuses(
     row = _only_row(audit_db, mine)
     assert (row["decision"], row["authz_status_code"], row["status_code"]) == ("allow", 200, 504)
     assert row["route_id"] == "slow"
+    assert row["path"] == "/api/v1/slow", "the path without its query, as the decision has it"
 
 
 def test_request_through_cp_has_one_row_per_hop_linked_by_causation(
@@ -101,9 +119,7 @@ def test_request_through_cp_has_one_row_per_hop_linked_by_causation(
     assert reply.status == 200
     cp_request_id = reply.headers["x-request-id"]
     found = wait_for_rows(
-        audit_db.admin_dsn,
-        [mine],
-        lambda rows: len(rows) >= 2 and all(r["completed_at"] is not None for r in rows),
+        audit_db.reader_dsn, [mine], lambda rows: len(rows) >= 2 and all(map(complete, rows))
     )
     rows = {row["gateway_type"]: row for row in found.get(mine, [])}
     assert len(found.get(mine, [])) == 2, found
@@ -122,6 +138,58 @@ def test_request_through_cp_has_one_row_per_hop_linked_by_causation(
         assert row["user_id"] == "audit-cp"
 
 
+def _raw(port: int, request: bytes) -> tuple[int, bytes]:
+    """Send bytes as they are (no client-side checks); (status, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(request)
+        data = b""
+        while chunk := connection.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "path"),
+    [("no route", 404, "/nowhere"), ("escaped slash", 400, "/api%2Forders"),
+     ("headers too large", 431, "/api/v1/orders")],
+)  # fmt: skip
+def test_envoys_own_refusals_have_a_row_with_the_id_the_client_saw(
+    gateway_stack: Any, audit_db: AuditDatabase, case: str, status: int, path: str
+) -> None:
+    """Answered by Envoy before (or without) the authz service: its access log has the row,
+    and the problem+json body's correlation id is the one the row carries."""
+    huge = "x" * (70 * 1024) if case == "headers too large" else "1"
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: gw\r\nx-correlation-id: not-a-uuid\r\n"
+        f"x-big: {huge}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    got, body = _raw(gateway_stack.port("plant"), request)
+    assert got == status
+    problem = json.loads(body)
+    correlation = problem["correlation_id"]
+    assert correlation, "Envoy generated one"
+    assert correlation != "not-a-uuid", "an unchecked client id is not kept"
+    found = wait_for_rows(audit_db.reader_dsn, [correlation], lambda rows: len(rows) == 1)
+    (row,) = found[correlation]
+    assert (row["gateway_type"], row["status_code"], row["decision"]) == ("PLANT", status, None)
+    assert row["authz_consulted"] is False
+    assert row["request_id"] == problem["request_id"]
+    if case == "no route":
+        assert (row["route_id"], row["path"], row["method"]) == ("no-route", "/nowhere", "GET")
+
+
+def test_readiness_probes_leave_no_row(gateway_stack: Any, audit_db: AuditDatabase) -> None:
+    marker = str(uuid.uuid4())
+    assert send(gateway_stack.port("plant"), "GET", "/ready",
+                headers={"x-correlation-id": marker}).status == 200  # fmt: skip
+    probe = str(uuid.uuid4())  # a request after it: once its row is in, the probe's would be
+    assert gateway_stack.request("plant", "GET", "/nowhere",
+                                 headers={"x-correlation-id": probe}).status == 404  # fmt: skip
+    wait_for_rows(audit_db.reader_dsn, [probe], lambda rows: len(rows) == 1)
+    assert rows_by_correlation(audit_db.reader_dsn, [marker]) == {}
+
+
 def test_no_second_row_appears_later(gateway_stack: Any, audit_db: AuditDatabase) -> None:
     """Decision and completion land in the same row whatever order they arrive in."""
     token = gateway_stack.sign_token()
@@ -135,8 +203,40 @@ def test_no_second_row_appears_later(gateway_stack: Any, audit_db: AuditDatabase
             headers={"x-correlation-id": mine},
         )
         assert reply.status == (200 if index % 2 else 401)
-    found = wait_for_rows(audit_db.admin_dsn, ids, one_completed_row)
-    assert all(one_completed_row(found.get(i, [])) for i in ids), found
-    time.sleep(1.0)  # past Envoy's 0.5 s log buffer and the writer's flush: no stray row
-    again = rows_by_correlation(audit_db.admin_dsn, ids)
+    found = wait_for_rows(audit_db.reader_dsn, ids, one_complete_row)
+    assert all(one_complete_row(found.get(i, [])) for i in ids), found
+    time.sleep(1.0)  # past Envoy's file flush and the shipper's poll: no stray row
+    again = rows_by_correlation(audit_db.reader_dsn, ids)
     assert {i: len(rows) for i, rows in again.items()} == dict.fromkeys(ids, 1)
+
+
+def test_access_logs_rotate_without_losing_a_line(
+    gateway_stack: Any, audit_db: AuditDatabase
+) -> None:
+    """The shipper renames a shipped log, Envoy reopens it (POST /reopen_logs), the old file
+    is read to its end and removed: every request still has its row, the chain unbroken."""
+    token = gateway_stack.sign_token()
+    ids = [str(uuid.uuid4()) for _ in range(80)]
+    for mine in ids:
+        reply = gateway_stack.request("plant", "GET", "/api/v1/orders", token=token,
+                                      headers={"x-correlation-id": mine})  # fmt: skip
+        assert reply.status == 200
+    found = wait_for_rows(audit_db.reader_dsn, ids, one_complete_row)
+    assert all(one_complete_row(found.get(i, [])) for i in ids)
+    live = gateway_stack.access_log_dir / "plant.log"
+    with psycopg.connect(audit_db.reader_dsn) as conn:
+        state = conn.execute(
+            "SELECT segment FROM gateway_audit_ship_state WHERE source_id LIKE %s",
+            (f"%:{live}",),
+        ).fetchone()
+    assert state is not None, "the log's offsets are in PostgreSQL"
+    (generation,) = state
+    assert generation > 2, "80 lines of about 1 KB rotate a 4 KiB log many times"
+    deadline = time.monotonic() + 10  # the last rotation may be a moment old: Envoy reopens
+    while not live.exists():
+        assert time.monotonic() < deadline, "Envoy did not reopen its log"
+        time.sleep(0.05)
+    left = sorted(p.name for p in gateway_stack.access_log_dir.glob("plant.log.*"))
+    assert len(left) <= 1, f"rotated files are removed once shipped: {left}"
+    report = asyncio.run(verify(audit_db.reader_dsn))
+    assert report.findings == []

@@ -18,6 +18,7 @@ import grpc
 
 from authz_service._proto.gateway.admin.v1 import admin_pb2 as pb
 from authz_service._proto.gateway.admin.v1 import admin_pb2_grpc as pb_grpc
+from authz_service.audit.framing import decode_record, read_frames
 from devstack import OpaService, RedisService
 from tests.e2e.conftest import GatewayStack, StackOptions, wait_until
 
@@ -36,8 +37,13 @@ def _metric(stack: GatewayStack, stage: str, code: str) -> float:
     return 0.0
 
 
-def _spooled(spool: Path) -> str:
-    return "".join(p.read_text(errors="replace") for p in sorted(spool.glob("*.jsonl")))
+def _journaled_shadow_denials(journals: Path) -> list[list[str]]:
+    """The shadow_denials of every record in the stack's audit journals."""
+    return [
+        decode_record(payload)["shadow_denials"]
+        for segment in sorted(journals.glob("*/*.journal"))
+        for _, payload in read_frames(segment.read_bytes(), 0).payloads
+    ]
 
 
 def test_shadowed_stages_record_but_never_deny(
@@ -75,7 +81,10 @@ def test_shadowed_stages_record_but_never_deny(
     assert after == (before[0] + 3, before[1] + 3)
     wait_until(
         lambda: (
-            _spooled(stack.spool_dir).count('"authorize:permission_denied","policy:paid_only"') >= 3
+            _journaled_shadow_denials(stack.journal_dir).count(
+                ["authorize:permission_denied", "policy:paid_only"]
+            )
+            >= 3
         ),
         "three audit rows with both shadow denials",
         timeout=15,

@@ -290,9 +290,75 @@ def test_a_second_stack_with_free_ports_binds_none_of_the_firsts_or_a_default(
             assert _get(f"{url}/api/v1/status")[0] == 200
 
 
+async def _sessions(dsn: str) -> list[tuple[str, str]]:
+    connection = await asyncpg.connect(dsn, server_settings={"application_name": "observer"})
+    try:
+        rows = await connection.fetch(
+            "SELECT DISTINCT usename, application_name FROM pg_stat_activity "
+            "WHERE datname = current_database() AND backend_type = 'client backend'"
+        )
+    finally:
+        await connection.close()
+    return sorted((row["usename"], row["application_name"]) for row in rows)
+
+
+def _superuser_dsn(stack: Running) -> str:
+    """The observer's own view: the superuser of the PostgreSQL `make up` started."""
+    (server,) = [c for c in stack.state.children if c.name == "postgres"]
+    argv = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode().split("\0")
+    data = Path(argv[argv.index("-D") + 1])
+    port = next(a.split("=", 1)[1] for a in argv if a.startswith("port="))
+    password = (data.parent / "password").read_text().strip()
+    return f"postgresql://postgres:{password}@127.0.0.1:{port}/gateway"
+
+
+def test_nothing_connects_as_the_superuser(stack: Running) -> None:
+    """Provisioning was the superuser's only step: every session runs as its own login."""
+    observer = _superuser_dsn(stack)
+    deadline = time.monotonic() + 30
+    sessions = asyncio.run(_sessions(observer))
+    while not any(app == "gateway-audit-shipper" for _, app in sessions):
+        assert time.monotonic() < deadline, sessions
+        time.sleep(0.5)
+        sessions = asyncio.run(_sessions(observer))
+    sessions = [(user, app) for user, app in sessions if app != "observer"]
+    assert "postgres" not in {user for user, _ in sessions}, sessions
+    shipper_logins = {user for user, app in sessions if app == "gateway-audit-shipper"}
+    assert shipper_logins == {"gateway_shipper"}
+    authz = next(c for c in stack.state.children if c.name == "authz")
+    environ = Path(f"/proc/{authz.pid}/environ").read_bytes().split(b"\0")
+    assert not [v for v in environ if v.startswith(b"AUTHZ_DATABASE_URL=")], "no database role"
+
+
+def test_the_shipper_is_restarted_when_it_dies(stack: Running) -> None:
+    (shipper,) = [c for c in stack.state.children if c.name == "shipper"]
+    os.kill(shipper.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:
+        state = StackState.read(stack.var_dir)
+        assert state is not None
+        again = [c for c in state.children if c.name == "shipper" and c.pid != shipper.pid]
+        if again and again[0].alive():
+            break
+        assert time.monotonic() < deadline, "the shipper was not restarted"
+        time.sleep(0.2)
+    stack.state = state
+    # and rows keep coming through it
+    issuer = devkey.load(stack.var_dir)
+    token = issuer.sign(roles=["customer"], customer="cust-restart", user="user-restart")
+    correlation = str(uuid.uuid4())
+    status, _, _ = _get(f"{stack.state.urls['plant']}/api/v1/me", token=token,
+                        correlation=correlation)  # fmt: skip
+    assert status == 200
+    rows = _audit(stack.state.database_url, {correlation: 1})
+    assert [r["decision"] for r in rows] == ["allow"]
+
+
 def test_sigint_stops_every_process_it_started(stack: Running) -> None:
     children = list(stack.state.children)
-    assert {c.name for c in children} >= {"backend", "authz", "envoy plant", "envoy cp", "envoy pp"}
+    assert {c.name for c in children} >= {
+        "backend", "authz", "shipper", "envoy plant", "envoy cp", "envoy pp",
+    }  # fmt: skip
     assert all(c.alive() for c in children)
     os.killpg(stack.make.pid, signal.SIGINT)
     stack.make.wait(90)

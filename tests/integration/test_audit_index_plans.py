@@ -13,7 +13,8 @@ from tests.integration._audit_db import migrated_database
 SEED = """
 INSERT INTO gateway_audit_logs (request_id, correlation_id, causation_id, created_at,
     gateway_type, route_id, method, path, status_code, authz_status_code, decision,
-    denied_stage, problem_type, user_id, customer_id, opa_decisions)
+    denied_stage, problem_type, user_id, customer_id, opa_decisions, journal_id, journal_seq,
+    access_log_id, access_log_seq)
 SELECT 'req-' || i, 'corr-' || (i / 3), 'cause-' || (i / 2),
        now() - make_interval(secs => (20000 - i) * 60),
        (ARRAY['PLANT', 'CP', 'PP'])[1 + i % 3], 'route-' || (i % 40), 'GET', '/api/v1/x',
@@ -22,13 +23,22 @@ SELECT 'req-' || i, 'corr-' || (i / 3), 'cause-' || (i / 2),
        CASE WHEN i % 10 = 0 THEN (ARRAY['authenticate', 'policy', 'budget'])[1 + i % 3] END,
        CASE WHEN i % 10 = 0 THEN 'budget_exceeded' END,
        'user-' || (i % 500), 'cust-' || (i % 50),
-       jsonb_build_object('allow', i % 10 <> 0, 'policy', 'gateway/authz')
+       jsonb_build_object('allow', i % 10 <> 0, 'policy', 'gateway/authz'),
+       'journal-' || (i % 7), i, 'log-' || (i % 3), i
 FROM generate_series(1, 20000) AS i
 """
 
 QUERIES = {
-    "uq_gateway_audit_logs_request_id":
+    # one request at one hop; also the shipper's conflict target and its completing UPDATEs
+    "uq_gateway_audit_logs_request_hop":
         "SELECT * FROM gateway_audit_logs WHERE request_id = 'req-77'",
+    # `audit verify` reads each chain in order (0008)
+    "uq_gateway_audit_logs_journal_seq":
+        "SELECT journal_seq FROM gateway_audit_logs WHERE journal_id = 'journal-3' "
+        "ORDER BY journal_seq",
+    "uq_gateway_audit_logs_access_log_seq":
+        "SELECT access_log_seq FROM gateway_audit_logs WHERE access_log_id = 'log-1' "
+        "ORDER BY access_log_seq",
     "ix_gateway_audit_logs_correlation_id":
         "SELECT * FROM gateway_audit_logs WHERE correlation_id = 'corr-7' ORDER BY created_at",
     "ix_gateway_audit_logs_causation_id":
@@ -70,7 +80,10 @@ QUERIES = {
 def seeded(postgres: PostgresService) -> Iterator[psycopg.Connection]:
     dsn = migrated_database(postgres, "plans")
     with psycopg.connect(dsn, autocommit=True) as conn:
+        # the superuser seeds history: triggers off, or every row would be dated now()
+        conn.execute("SET session_replication_role = replica")
         conn.execute(SEED)
+        conn.execute("SET session_replication_role = DEFAULT")
         conn.execute("VACUUM ANALYZE gateway_audit_logs")
         # 20k rows is small: keep the planner off whole-table scans so it shows its index
         conn.execute("SET enable_seqscan = off")

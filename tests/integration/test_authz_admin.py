@@ -57,7 +57,7 @@ def _settings(tmp_path: Path, runtime: Path, policies: Path, **extra: Any) -> Se
         policy_dir=policies,
         jwt_issuers=[{"issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": ["HS256"],
                       "hs256_secret": SECRET}],
-        audit_spool_dir=tmp_path / "spool",
+        audit_journal_dir=tmp_path / "journal",
         metrics_address="",
         policy_cache_seconds=0,
         shutdown_grace_seconds=1,

@@ -67,7 +67,7 @@ async def running(
         ],
         opa_url=opa_service.url,
         redis_url=redis_service.url,
-        audit_spool_dir=tmp_path / "spool",
+        audit_journal_dir=tmp_path / "journal",
         metrics_address="",
         admin_address="",
         policy_cache_seconds=0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -268,7 +269,12 @@ def test_envoy_errors_become_problem_json_but_authz_denials_keep_their_body(out:
         for mapper in mappers:
             body = mapper["body_format_override"]
             assert body["content_type"] == "application/problem+json"
-            assert body["json_format"]["correlation_id"] == "%REQ(x-correlation-id)%"
+            # the same ids as the access-log line, so a client can quote what the audit row has
+            gateway_type = entry.upper()
+            assert body["json_format"]["correlation_id"] == render.correlation_id_expression(
+                gateway_type
+            )
+            assert body["json_format"]["request_id"] == render.request_key_expression(gateway_type)
             expression = mapper["filter"]["extension_filter"]["typed_config"]["expression"]
             assert any(
                 known in expression
@@ -277,20 +283,51 @@ def test_envoy_errors_become_problem_json_but_authz_denials_keep_their_body(out:
             ), expression  # fmt: skip
 
 
-def test_access_logs_go_to_stdout_and_to_the_authz_service(out: Path) -> None:
-    logs = {log["name"]: log["typed_config"] for log in _hcm(out, "cp")["access_log"]}
-    assert logs["envoy.access_loggers.stdout"]["log_format"]["json_format"]["request_id"] == (
-        "%REQ(x-request-id)%"
+def test_access_logs_go_to_stdout_and_to_a_file_per_entry_point(out: Path) -> None:
+    logs = {log["name"]: log for log in _hcm(out, "cp")["access_log"]}
+    assert set(logs) == {"envoy.access_loggers.stdout", "envoy.access_loggers.file"}
+    stdout = logs["envoy.access_loggers.stdout"]["typed_config"]["log_format"]["json_format"]
+    assert stdout["correlation_id"] == render.correlation_id_expression("CP")
+    audit = logs["envoy.access_loggers.file"]
+    assert Path(audit["typed_config"]["path"]).is_absolute()
+    assert audit["typed_config"]["path"] == str(Path("var/access-logs/cp.log").resolve())
+    line = audit["typed_config"]["log_format"]["json_format"]
+    assert line["gateway_type"] == "CP"
+    assert (line["request_id"], line["correlation_id"]) == (
+        render.request_key_expression("CP"),
+        render.correlation_id_expression("CP"),
     )
-    grpc_log = logs["envoy.access_loggers.http_grpc"]
-    assert grpc_log["common_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == "authz"
-    assert grpc_log["common_config"]["log_name"] == "CP"
-    # only the audit row's join key: every extra header is CPU in Envoy and the service per entry
-    assert grpc_log["additional_request_headers_to_log"] == ["x-request-id"]
-    assert "additional_response_headers_to_log" not in grpc_log
-    # entries batched beyond the 16 KiB default; the interval keeps audit completion prompt
-    assert grpc_log["common_config"]["buffer_size_bytes"] > 16384
-    assert grpc_log["common_config"]["buffer_flush_interval"] == "0.5s"
+    for field in ("route_id", "method", "path", "status_code", "response_code_details",
+                  "response_flags", "started_at", "duration_us", "upstream_duration_us",
+                  "request_bytes", "response_bytes", "upstream_host", "client_ip", "user_agent",
+                  "authz_decision", "causation_id"):  # fmt: skip
+        assert field in line
+    assert "%6f" in line["started_at"]  # microseconds
+    # health-check traffic (other hops probing the readiness route) is left out
+    expression = audit["filter"]["extension_filter"]["typed_config"]["expression"]
+    assert "readiness" in expression
+    assert _routes(out, "cp")["readiness"]["direct_response"]["status"] == 200
+
+
+def test_the_shipper_gets_a_manifest_of_the_access_logs(out: Path) -> None:
+    manifest = json.loads((out / "audit" / "access_logs.json").read_text())["access_logs"]
+    assert [(e["name"], e["gateway_type"]) for e in manifest] == [
+        ("plant", "PLANT"), ("cp", "CP"), ("pp", "PP"),
+    ]  # fmt: skip
+    files = {log["name"]: log for log in _hcm(out, "pp")["access_log"]}
+    pp = next(e for e in manifest if e["name"] == "pp")
+    assert pp["path"] == files["envoy.access_loggers.file"]["typed_config"]["path"]
+    assert pp["admin"] == "127.0.0.1:9903"
+
+
+def test_the_access_log_directory_is_the_configs_and_exists_after_render(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    render.render_all(EXAMPLE, tmp_path / "out", {"audit": {"access_log_dir": str(logs)}})
+    assert logs.is_dir()
+    listener = yaml.safe_load((tmp_path / "out" / "envoy" / "plant" / "lds.yaml").read_text())
+    hcm = listener["resources"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    paths = [log["typed_config"].get("path") for log in hcm["access_log"]]
+    assert str(logs / "plant.log") in paths
 
 
 def _allowed_headers(out: Path, entry: str) -> list[str]:

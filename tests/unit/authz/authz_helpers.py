@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authz_service.adapters.memory_budget import InProcessLedger
 from authz_service.adapters.static_keys import StaticKeySource
-from authz_service.audit.record import AccessLogCompletion, AuditRecord
+from authz_service.audit.journal import JournalUnavailableError
 from authz_service.check_context import CheckContext
 from authz_service.errors import DependencyUnavailableError
 from authz_service.pipeline import FailOpen, Pipeline
@@ -199,15 +200,25 @@ class DownBudgetStore:
 
 
 @dataclass
-class RecordingAuditSink:
-    records: list[AuditRecord] = field(default_factory=list)
+class RecordingJournal:
+    """The AuditJournal seam: keeps the rows; `written` controls when a write completes."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    refusals: list[bool] = field(default_factory=list)
     accepting: bool = True
+    broken: bool = False  # record() raises, as a journal whose disk failed does
+    written: asyncio.Future[None] | None = None  # None: every write completes at once
 
-    def submit(self, record: AuditRecord) -> None:
-        self.records.append(record)
-
-    def complete(self, completion: AccessLogCompletion) -> None:
-        return None
+    def record(self, row: dict[str, Any], *, refusal: bool = False) -> Awaitable[None] | None:
+        if self.broken:
+            raise JournalUnavailableError("disk failed")
+        self.rows.append(row)
+        self.refusals.append(refusal)
+        if self.written is not None:
+            return self.written
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
 
 @pytest.fixture

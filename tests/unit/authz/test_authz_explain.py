@@ -26,7 +26,7 @@ from tests.authz_explain_cases import (
     expected_route,
     token_for,
 )
-from tests.unit.authz.authz_helpers import AUDIENCE, HS_ISSUER, SECRET, RecordingAuditSink
+from tests.unit.authz.authz_helpers import AUDIENCE, HS_ISSUER, SECRET, RecordingJournal
 
 POLICY_DIR = Path(__file__).resolve().parents[3] / "policies"
 
@@ -78,16 +78,16 @@ async def test_explain_decides_as_check_and_changes_nothing(
     engine: RegopyEngine, verifier: TokenVerifier, case: Case
 ) -> None:
     pipeline, ledger = _parts(engine, verifier)
-    audit = RecordingAuditSink()
+    audit = RecordingJournal()
     service = AuthorizationService(pipeline, audit, timeout_seconds=2.0)
     explainer = Explainer(pipeline, timeout_seconds=2.0)
     token = token_for(case, SECRET, HS_ISSUER, AUDIENCE)
     for _ in range(3):  # the third round runs into the trial budget
-        before, records = copy.deepcopy(ledger._counters), len(audit.records)
+        before, records = copy.deepcopy(ledger._counters), len(audit.rows)
         query = ExplainInput(case.gateway_type, case.method, case.path, token=token)
         explained = await explainer.explain(query)
         assert ledger._counters == before  # no budget consumed
-        assert len(audit.records) == records  # and no audit row
+        assert len(audit.rows) == records  # and no audit row
         route = expected_route(case)
         assert explained.route_id == (route or "")
         if route is None:
@@ -97,7 +97,7 @@ async def test_explain_decides_as_check_and_changes_nothing(
             assert (explained.allowed, explained.status) == (True, 200)
             return
         response = await service.Check(check_request(case, route, token), None)
-        assert len(audit.records) == records + 1
+        assert len(audit.rows) == records + 1
         assert explained.allowed is (response.status.code == 0)
         if not explained.allowed:
             assert explained.status == response.denied_response.status.code

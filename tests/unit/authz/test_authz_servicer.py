@@ -21,7 +21,7 @@ from tests.unit.authz.authz_helpers import (
     SECRET,
     DownBudgetStore,
     FakePolicyEngine,
-    RecordingAuditSink,
+    RecordingJournal,
     make_pipeline,
 )
 
@@ -82,12 +82,12 @@ def _problem(response: ext.CheckResponse) -> tuple[int, dict[str, str], dict[str
 
 
 @pytest.fixture
-def audit() -> RecordingAuditSink:
-    return RecordingAuditSink()
+def audit() -> RecordingJournal:
+    return RecordingJournal()
 
 
 def _service(
-    pipeline: Pipeline, audit: RecordingAuditSink, timeout: float = 1.0
+    pipeline: Pipeline, audit: RecordingJournal, timeout: float = 1.0
 ) -> AuthorizationService:
     return AuthorizationService(pipeline, audit, timeout_seconds=timeout)
 
@@ -96,7 +96,7 @@ async def test_allowed_sets_identity_headers_and_audits(
     runtime_config: RuntimeConfig,
     verifier: TokenVerifier,
     policy_engine: FakePolicyEngine,
-    audit: RecordingAuditSink,
+    audit: RecordingJournal,
 ) -> None:
     service = _service(make_pipeline(runtime_config, verifier, policy_engine), audit)
     response = await _check(service, _request(_token()))
@@ -111,21 +111,23 @@ async def test_allowed_sets_identity_headers_and_audits(
     assert headers["x-budget-remaining"] == "99"
     assert response.dynamic_metadata["decision"] == "allow"
     assert response.dynamic_metadata["decision_id"] == headers["x-authz-decision-id"]
-    (record,) = audit.records
-    assert (record.decision, record.status_code, record.request_id) == ("allow", 200, "req-9")
-    assert (record.correlation_id, record.causation_id) == ("corr-9", "cause-9")
-    assert (record.user_id, record.budget_used, record.budget_limit) == ("user-1", 1, 100)
-    assert record.path == "/api/v1/orders"
-    assert record.opa_decisions == {
+    (row,) = audit.rows
+    assert (row["decision"], row["authz_status_code"], row["request_id"]) == ("allow", 200, "req-9")
+    assert (row["correlation_id"], row["causation_id"]) == ("corr-9", "cause-9")
+    assert (row["user_id"], row["budget_used"], row["budget_limit"]) == ("user-1", 1, 100)
+    assert row["path"] == "/api/v1/orders"
+    assert row["opa_decisions"] == {
         "gateway/authz": {"allow": True, "reason": "allowed", "cached": False}
     }
+    assert isinstance(row["decided_at"], int)
+    assert audit.refusals == [False]
 
 
 async def test_denial_is_problem_json(
     runtime_config: RuntimeConfig,
     verifier: TokenVerifier,
     policy_engine: FakePolicyEngine,
-    audit: RecordingAuditSink,
+    audit: RecordingJournal,
 ) -> None:
     service = _service(make_pipeline(runtime_config, verifier, policy_engine), audit)
     status, headers, body = _problem(await _check(service, _request(_token(("guest",)))))
@@ -143,8 +145,8 @@ async def test_denial_is_problem_json(
         "permission": "orders:read",
         "gateway_type": "CP",
     }
-    (record,) = audit.records
-    assert (record.decision, record.denied_stage, record.problem_type) == (
+    (row,) = audit.rows
+    assert (row["decision"], row["denied_stage"], row["problem_type"]) == (
         "deny",
         "authorize",
         "permission_denied",
@@ -155,7 +157,7 @@ async def test_missing_token_is_401_with_www_authenticate(
     runtime_config: RuntimeConfig,
     verifier: TokenVerifier,
     policy_engine: FakePolicyEngine,
-    audit: RecordingAuditSink,
+    audit: RecordingJournal,
 ) -> None:
     service = _service(make_pipeline(runtime_config, verifier, policy_engine), audit)
     status, headers, body = _problem(await _check(service, _request(None)))
@@ -166,33 +168,33 @@ async def test_missing_token_is_401_with_www_authenticate(
 async def test_opa_down_fails_closed_with_503(
     runtime_config: RuntimeConfig,
     verifier: TokenVerifier,
-    audit: RecordingAuditSink,
+    audit: RecordingJournal,
 ) -> None:
     service = _service(make_pipeline(runtime_config, verifier, FakePolicyEngine(down=True)), audit)
     status, headers, body = _problem(await _check(service, _request(_token())))
     assert (status, body["code"], body["stage"]) == (503, "dependency_unavailable", "policy")
     assert headers["retry-after"] == "1"
-    assert audit.records[0].decision == "error"
+    assert audit.rows[0]["decision"] == "error"
 
 
 async def test_policy_fail_open_lets_the_request_through(
     runtime_config: RuntimeConfig,
     verifier: TokenVerifier,
-    audit: RecordingAuditSink,
+    audit: RecordingJournal,
 ) -> None:
     pipeline = make_pipeline(
         runtime_config, verifier, FakePolicyEngine(down=True), fail_open=FailOpen(policy=True)
     )
     response = await _check(_service(pipeline, audit), _request(_token()))
     assert response.HasField("ok_response")
-    assert audit.records[0].shadow_denials == ["fail_open:policy:opa"]
+    assert audit.rows[0]["shadow_denials"] == ["fail_open:policy:opa"]
 
 
 async def test_redis_down_fails_closed_unless_budget_fails_open(
     runtime_config: RuntimeConfig,
     verifier: TokenVerifier,
     policy_engine: FakePolicyEngine,
-    audit: RecordingAuditSink,
+    audit: RecordingJournal,
 ) -> None:
     closed = make_pipeline(runtime_config, verifier, policy_engine, DownBudgetStore())
     status, _, body = _problem(await _check(_service(closed, audit), _request(_token())))
@@ -213,7 +215,7 @@ class _SlowEngine(FakePolicyEngine):
 async def test_a_check_never_outlives_its_deadline(
     runtime_config: RuntimeConfig,
     verifier: TokenVerifier,
-    audit: RecordingAuditSink,
+    audit: RecordingJournal,
 ) -> None:
     service = _service(make_pipeline(runtime_config, verifier, _SlowEngine()), audit, timeout=5)
     started = asyncio.get_running_loop().time()
@@ -230,7 +232,7 @@ class _BrokenEngine(FakePolicyEngine):
 async def test_unexpected_error_is_503(
     runtime_config: RuntimeConfig,
     verifier: TokenVerifier,
-    audit: RecordingAuditSink,
+    audit: RecordingJournal,
 ) -> None:
     service = _service(make_pipeline(runtime_config, verifier, _BrokenEngine()), audit)
     status, _, body = _problem(await _check(service, _request(_token())))
@@ -238,17 +240,18 @@ async def test_unexpected_error_is_503(
     assert "bug" not in json.dumps(body)
 
 
-async def test_a_failing_audit_sink_never_breaks_the_check(
+async def test_a_journal_that_cannot_write_refuses_the_check_with_503(
     runtime_config: RuntimeConfig,
     verifier: TokenVerifier,
     policy_engine: FakePolicyEngine,
 ) -> None:
-    class Exploding(RecordingAuditSink):
-        def submit(self, record: Any) -> None:
-            raise RuntimeError("queue full")
-
-    service = _service(make_pipeline(runtime_config, verifier, policy_engine), Exploding())
-    assert (await _check(service, _request(_token()))).HasField("ok_response")
+    service = _service(
+        make_pipeline(runtime_config, verifier, policy_engine), RecordingJournal(broken=True)
+    )
+    status, headers, body = _problem(await _check(service, _request(_token())))
+    assert (status, body["code"]) == (503, "audit_unavailable")
+    assert body["correlation_id"] == "corr-9"
+    assert headers["content-type"] == "application/problem+json"
 
 
 async def test_a_full_audit_trail_fails_closed_with_503(
@@ -256,10 +259,75 @@ async def test_a_full_audit_trail_fails_closed_with_503(
     verifier: TokenVerifier,
     policy_engine: FakePolicyEngine,
 ) -> None:
-    audit = RecordingAuditSink(accepting=False)
+    audit = RecordingJournal(accepting=False)
     service = _service(make_pipeline(runtime_config, verifier, policy_engine), audit)
     status, headers, body = _problem(await _check(service, _request(_token())))
     assert (status, body["code"], body["stage"]) == (503, "audit_unavailable", "internal")
     assert headers["retry-after"] == "5"
     assert policy_engine.calls == [], "no stage runs once the audit trail refuses records"
-    assert [r.problem_type for r in audit.records] == ["audit_unavailable"]
+    assert [r["problem_type"] for r in audit.rows] == ["audit_unavailable"]
+    assert audit.refusals == [True], "the refusal is journaled as one, within the headroom"
+
+
+async def test_the_answer_waits_for_its_record_to_be_written(
+    runtime_config: RuntimeConfig,
+    verifier: TokenVerifier,
+    policy_engine: FakePolicyEngine,
+) -> None:
+    written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    audit = RecordingJournal(written=written)
+    service = _service(make_pipeline(runtime_config, verifier, policy_engine), audit)
+    check = asyncio.create_task(_check(service, _request(_token())))
+    while not audit.rows:
+        await asyncio.sleep(0)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not check.done(), "answered before the journal had the record"
+    written.set_result(None)
+    assert (await check).HasField("ok_response")
+
+
+class _HangingEngine(FakePolicyEngine):
+    async def evaluate(self, path: str, input_doc: Any) -> Any:
+        self.calls.append(input_doc)
+        await asyncio.Event().wait()
+
+
+async def test_a_cancelled_check_is_journaled_with_what_it_learned(
+    runtime_config: RuntimeConfig,
+    verifier: TokenVerifier,
+    audit: RecordingJournal,
+) -> None:
+    """Envoy's timeout cancels the call: the record says cancelled, who, and where it was."""
+    engine = _HangingEngine()
+    service = _service(make_pipeline(runtime_config, verifier, engine), audit, timeout=30)
+    check = asyncio.create_task(_check(service, _request(_token())))
+    while not engine.calls:
+        await asyncio.sleep(0)
+    check.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await check
+    (row,) = audit.rows
+    assert (row["decision"], row["authz_status_code"]) == ("cancelled", None)
+    assert (row["denied_stage"], row["problem_type"]) == ("policy", "check_cancelled")
+    assert (row["user_id"], row["customer_id"]) == ("user-1", "cust-1")
+    assert row["budget_used"] is None, "the budget stage never ran: nothing was charged"
+
+
+async def test_a_check_cancelled_while_its_batch_is_written_does_not_cancel_the_batch(
+    runtime_config: RuntimeConfig,
+    verifier: TokenVerifier,
+    policy_engine: FakePolicyEngine,
+) -> None:
+    written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    audit = RecordingJournal(written=written)
+    service = _service(make_pipeline(runtime_config, verifier, policy_engine), audit)
+    check = asyncio.create_task(_check(service, _request(_token())))
+    while not audit.rows:
+        await asyncio.sleep(0)
+    check.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await check
+    assert not written.cancelled(), "other checks of the batch still wait for it"
+    assert [r["decision"] for r in audit.rows] == ["allow"], "decided, so not journaled twice"
+    written.set_result(None)

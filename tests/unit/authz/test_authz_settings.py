@@ -27,10 +27,25 @@ def test_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.grpc_address == "127.0.0.1:9001"
     assert settings.metrics_address == "127.0.0.1:9464"
     assert str(settings.runtime_config) == "build/authz/runtime.json"
-    assert (settings.opa_url, settings.redis_url, settings.database_url) == ("", "", "")
+    assert (settings.opa_url, settings.redis_url) == ("", "")
+    assert (str(settings.audit_journal_dir), settings.audit_fsync) == ("var/audit-journal", "batch")
     assert (settings.policy_fail_open, settings.budget_fail_open) == (True, False)
     assert settings.jwt_issuers[0].hs256_secret is not None
     assert "x" * 32 not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("AUTHZ_AUDIT_FSYNC", "sometimes"), ("AUTHZ_AUDIT_JOURNAL_MAX_BYTES", "10"),
+     ("AUTHZ_AUDIT_JOURNAL_SCAN_SECONDS", "0")],
+)  # fmt: skip
+def test_bad_journal_settings_name_the_key(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    _issuers(monkeypatch, HS)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsLoadError, match=variable):
+        load_settings()
 
 
 def test_issuers_are_required(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,7 +116,7 @@ def test_serve_refuses_policy_headers_envoy_never_sends(
     _issuers(monkeypatch, HS)
     monkeypatch.setenv("AUTHZ_RUNTIME_CONFIG", str(tmp_path / "authz" / "runtime.json"))
     monkeypatch.setenv("AUTHZ_POLICY_HEADERS", policy_headers)
-    monkeypatch.setenv("AUTHZ_AUDIT_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("AUTHZ_AUDIT_JOURNAL_DIR", str(tmp_path / "journal"))
     monkeypatch.setenv("AUTHZ_GRPC_ADDRESS", "127.0.0.1:not-a-port")  # stops a run that starts
     assert main(["serve"]) == 2
     err = capsys.readouterr().err

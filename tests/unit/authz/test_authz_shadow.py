@@ -23,7 +23,7 @@ from tests.unit.authz.authz_helpers import (
     SECRET,
     DownBudgetStore,
     FakePolicyEngine,
-    RecordingAuditSink,
+    RecordingJournal,
     make_pipeline,
 )
 
@@ -63,7 +63,7 @@ def _token(role: str = "customer") -> str:
 
 
 def _service(
-    config: RuntimeConfig, verifier: TokenVerifier, failing: set[str], audit: RecordingAuditSink
+    config: RuntimeConfig, verifier: TokenVerifier, failing: set[str], audit: RecordingJournal
 ) -> AuthorizationService:
     engine = FakePolicyEngine()
     if "policy" in failing:
@@ -89,7 +89,7 @@ def _shadow_count(stage: str, code: str) -> float:
 async def test_a_shadowed_stage_never_blocks_and_always_records(
     runtime_config: RuntimeConfig, verifier: TokenVerifier, failing: set[str], shadow: set[str]
 ) -> None:
-    audit = RecordingAuditSink()
+    audit = RecordingJournal()
     service = _service(runtime_config, verifier, failing, audit)
     token = _token("guest" if "authorize" in failing else "customer")
     before = {stage: _shadow_count(stage, code) for stage, code in CODES.items()}
@@ -97,15 +97,15 @@ async def test_a_shadowed_stage_never_blocks_and_always_records(
     enforced_failures = [s for s in ORDER if s in failing and s not in shadow]
     stop = ORDER.index(enforced_failures[0]) if enforced_failures else len(ORDER)
     expected = [f"{s}:{CODES[s]}" for s in ORDER[:stop] if s in failing]
-    (record,) = audit.records
-    assert record.shadow_denials == expected
+    (row,) = audit.rows
+    assert row["shadow_denials"] == expected
     if enforced_failures:
         assert response.status.code != 0
-        assert record.denied_stage == enforced_failures[0]
-        assert record.problem_type == CODES[enforced_failures[0]]
+        assert row["denied_stage"] == enforced_failures[0]
+        assert row["problem_type"] == CODES[enforced_failures[0]]
     else:
         assert response.status.code == 0
-        assert record.decision == "allow"
+        assert row["decision"] == "allow"
     for stage, code in CODES.items():
         recorded = f"{stage}:{code}" in expected
         assert _shadow_count(stage, code) == before[stage] + recorded
@@ -114,26 +114,26 @@ async def test_a_shadowed_stage_never_blocks_and_always_records(
 async def test_shadowed_authentication_without_a_token_passes_anonymously(
     runtime_config: RuntimeConfig, verifier: TokenVerifier
 ) -> None:
-    audit = RecordingAuditSink()
+    audit = RecordingJournal()
     service = _service(runtime_config, verifier, set(), audit)
     response = await service.Check(_request(None, "authenticate,authorize,policy,budget"), None)
     assert response.status.code == 0
     headers = {h.header.key for h in response.ok_response.headers}
     assert "x-user-id" not in headers  # nobody was authenticated: no identity is forwarded
-    assert audit.records[0].shadow_denials == ["authenticate:token_missing"]
-    assert audit.records[0].user_id is None
+    assert audit.rows[0]["shadow_denials"] == ["authenticate:token_missing"]
+    assert audit.rows[0]["user_id"] is None
 
 
 async def test_shadowed_authentication_with_an_enforced_rbac_still_denies(
     runtime_config: RuntimeConfig, verifier: TokenVerifier
 ) -> None:
     """Nobody cannot hold a permission: the enforced stage denies with the 401 (fail closed)."""
-    audit = RecordingAuditSink()
+    audit = RecordingJournal()
     service = _service(runtime_config, verifier, set(), audit)
     response = await service.Check(_request(None, "authenticate"), None)
     assert response.denied_response.status.code == 401
-    (record,) = audit.records
-    assert (record.problem_type, record.shadow_denials) == (
+    (row,) = audit.rows
+    assert (row["problem_type"], row["shadow_denials"]) == (
         "token_missing",
         ["authenticate:token_missing"],
     )
@@ -142,24 +142,24 @@ async def test_shadowed_authentication_with_an_enforced_rbac_still_denies(
 async def test_without_the_extension_the_runtime_config_decides(verifier: TokenVerifier) -> None:
     raw = {**RUNTIME, "shadow": ["authorize"]}
     config = RuntimeConfig.model_validate(raw)
-    audit = RecordingAuditSink()
+    audit = RecordingJournal()
     service = _service(config, verifier, {"authorize"}, audit)
     assert (await service.Check(_request(_token("guest"), None), None)).status.code == 0
     assert (await service.Check(_request(_token("guest"), ""), None)).status.code != 0
-    assert [r.shadow_denials for r in audit.records] == [["authorize:permission_denied"], []]
+    assert [r["shadow_denials"] for r in audit.rows] == [["authorize:permission_denied"], []]
 
 
 async def test_fail_open_and_shadow_denials_stay_distinguishable(
     runtime_config: RuntimeConfig, verifier: TokenVerifier
 ) -> None:
-    audit = RecordingAuditSink()
+    audit = RecordingJournal()
     engine = FakePolicyEngine(down=True)
     pipeline = make_pipeline(
         runtime_config, verifier, engine, DownBudgetStore(), FailOpen(policy=True)
     )
     service = AuthorizationService(pipeline, audit, timeout_seconds=1.0)
     assert (await service.Check(_request(_token(), "budget"), None)).status.code == 0
-    assert audit.records[0].shadow_denials == [
+    assert audit.rows[0]["shadow_denials"] == [
         "budget:dependency_unavailable",
         "fail_open:policy:opa",
     ]

@@ -1,4 +1,8 @@
-"""90-day audit retention: the deletion, and the periodic task the service runs without pg_cron."""
+"""90-day audit retention as the retention login: the deletion, and the loop run without pg_cron.
+
+Row-level security lets the retention role see and delete only rows older than 90 days by
+the server's clock (`created_at`, set at insert); nobody else may delete at all.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import asyncpg
 log = logging.getLogger(__name__)
 
 RETENTION_DAYS = 90
-PG_CRON_JOB = "gateway-audit-retention"  # created by migration 0005 when pg_cron is loadable
+PG_CRON_JOB = "gateway-audit-retention"  # scheduled as the retention login by provisioning
 
 
 class Executor(Protocol):
@@ -27,11 +31,13 @@ async def delete_expired(pool: Executor, days: int = RETENTION_DAYS) -> int:
 
 
 async def pg_cron_runs_retention(pool: Executor) -> bool:
-    """True when pg_cron has the retention job here (then the service does not run it)."""
+    """True when pg_cron has the retention job of this login (then the loop stays idle)."""
     if not await pool.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'"):
         return False
     try:
-        found = await pool.fetchval("SELECT 1 FROM cron.job WHERE jobname = $1", PG_CRON_JOB)
+        found = await pool.fetchval(
+            "SELECT 1 FROM cron.job WHERE jobname = $1 AND username = current_user", PG_CRON_JOB
+        )
     except asyncpg.InsufficientPrivilegeError:
         return False  # cannot tell: running the idempotent deletion twice is harmless
     return bool(found)
@@ -44,9 +50,7 @@ async def retention_loop(dsn: str, *, interval: float, days: int = RETENTION_DAY
             conn = await asyncpg.connect(dsn, timeout=10)
             try:
                 if await pg_cron_runs_retention(conn):
-                    log.info(
-                        "audit retention: pg_cron job %r runs it; service task idle", PG_CRON_JOB
-                    )
+                    log.info("audit retention: pg_cron job %r runs it; loop idle", PG_CRON_JOB)
                 else:
                     deleted = await delete_expired(conn, days)
                     log.info("audit retention: deleted %d rows older than %d days", deleted, days)

@@ -1,0 +1,43 @@
+"""Journal directories on disk: their ids, the writer's lock, their size, directory syncs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from pathlib import Path
+
+from authz_service.audit.framing import SEGMENT_SUFFIX
+
+LOCK_FILE = "writer.lock"  # flock-ed by the writer for as long as it lives
+
+
+def new_journal_id() -> str:
+    """Unique per process start: the host, the PID and the start time in nanoseconds."""
+    host = "".join(c if c.isalnum() or c in "-_." else "_" for c in socket.gethostname())
+    return f"{host or 'host'}-{os.getpid()}-{time.time_ns()}"
+
+
+def journal_bytes(root: Path) -> int:
+    """Bytes of every journal segment under `root` (all workers', finished or not)."""
+    total = 0
+    with contextlib.suppress(FileNotFoundError), os.scandir(root) as journals:
+        for journal in journals:
+            if not journal.is_dir(follow_symlinks=False):
+                continue
+            with contextlib.suppress(FileNotFoundError), os.scandir(journal.path) as files:
+                for entry in files:
+                    if entry.name.endswith(SEGMENT_SUFFIX):
+                        with contextlib.suppress(FileNotFoundError):
+                            total += entry.stat(follow_symlinks=False).st_size
+    return total
+
+
+def sync_directory(directory: Path) -> None:
+    """fsync a directory: its new entries (a segment, a journal) survive a machine crash."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,1 @@
+"""The audit shipper: authz journals and Envoy access logs into PostgreSQL, exactly once."""

@@ -1,0 +1,220 @@
+"""Tails Envoy's access-log files: complete lines only, chained per stream, rotated when shipped.
+
+A stream is one entry point's log path. Its position is (generation, offset): generation g is
+the rotated file `<path>.<g>` while that exists, else the live file (which becomes `<path>.<g>`
+when rotated). Rotation renames the live file, then asks Envoy to reopen its logs (POST
+/reopen_logs on its admin); Envoy closes the old file (writing what it buffered to the new
+one), so once the new live file exists the old one is complete: it is read to its end, then
+removed after its last line is committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from authz_service.audit.chain import Chain
+from authz_service.audit.envoy_log import UnreadableLineError, completion_of
+from authz_service.shipper import metrics
+from authz_service.shipper.model import Item, Position, Progress, SourceKey
+
+log = logging.getLogger(__name__)
+
+FIRST = Position(1, 0)
+READ_CHUNK = 8 << 20  # at most this much of a file per read
+REOPEN_RETRY_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One Envoy's access log (from render's manifest)."""
+
+    name: str
+    gateway_type: str
+    path: Path
+    admin: str | None  # host:port of Envoy's admin (loopback), for /reopen_logs
+
+
+def stream_key(stream: Stream) -> SourceKey:
+    return SourceKey("access_log", f"{socket.gethostname()}:{stream.path}")
+
+
+def load_manifest(path: Path) -> list[Stream]:
+    """Render's `build/audit/access_logs.json`; a bad manifest names the file and the key."""
+    try:
+        entries = orjson.loads(path.read_bytes())["access_logs"]
+        return [
+            Stream(e["name"], e["gateway_type"], Path(e["path"]), e.get("admin") or None)
+            for e in entries
+        ]
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not an access-log manifest ({error!r})") from error
+
+
+def rotated(stream: Stream, generation: int) -> Path:
+    return stream.path.with_name(f"{stream.path.name}.{generation:06d}")
+
+
+@dataclass
+class _Cursor:
+    position: Position
+    chain: Chain
+    reopen_asked: float = 0.0  # monotonic time of the last /reopen_logs
+
+
+class AccessLogReader:
+    """Every stream of the manifest; `snapshot` before reading the journals, `read` after."""
+
+    def __init__(self, streams: list[Stream], progress: Progress, rotate_bytes: int) -> None:
+        self.streams = streams
+        self._progress = progress
+        self._rotate_bytes = rotate_bytes
+        self._cursors: dict[SourceKey, _Cursor] = {}
+
+    def _cursor(self, stream: Stream) -> _Cursor:
+        key = stream_key(stream)
+        cursor = self._cursors.get(key)
+        if cursor is None:
+            state = self._progress.state(key, FIRST)
+            chain = Chain("completion", key.id, state.seq, state.last_hash)
+            cursor = self._cursors[key] = _Cursor(state.position, chain)
+        return cursor
+
+    def _current(self, stream: Stream, generation: int) -> tuple[Path, bool]:
+        """The file of `generation`, and whether Envoy is done writing it."""
+        old = rotated(stream, generation)
+        if old.exists():
+            return old, stream.path.exists() or rotated(stream, generation + 1).exists()
+        return stream.path, False
+
+    def snapshot(self) -> dict[SourceKey, int]:
+        """How far each current file reaches now: lines past it may lack their decision yet."""
+        sizes = {}
+        for stream in self.streams:
+            path, _ = self._current(stream, self._cursor(stream).position.segment)
+            with contextlib.suppress(FileNotFoundError):
+                sizes[stream_key(stream)] = path.stat().st_size
+        return sizes
+
+    def read(self, snapshot: dict[SourceKey, int], budget: int) -> list[Item]:
+        items: list[Item] = []
+        for stream in self.streams:
+            key = stream_key(stream)
+            if key in snapshot and len(items) < budget:
+                items += self._read_stream(stream, key, snapshot[key], budget - len(items))
+        return items
+
+    def _read_stream(self, stream: Stream, key: SourceKey, upto: int, budget: int) -> list[Item]:
+        cursor = self._cursor(stream)
+        generation, offset = cursor.position.segment, cursor.position.offset
+        path, closed = self._current(stream, generation)
+        try:
+            with path.open("rb") as log_file:
+                log_file.seek(offset)
+                data = log_file.read(max(0, min(READ_CHUNK, upto - offset)))
+                size = os.fstat(log_file.fileno()).st_size
+        except FileNotFoundError:
+            return []
+        items = self._lines(key, cursor, data, budget)
+        if not closed or len(items) >= budget or offset + len(data) != upto or size != upto:
+            return items
+        if cursor.position.offset < upto:  # Envoy died mid-line: the rest is a torn line
+            torn = upto - cursor.position.offset
+            metrics.DAMAGED.labels(source="access_log", reason="torn tail").inc()
+            metrics.DAMAGED_BYTES.labels(source="access_log").inc(torn)
+            log.error("access log %s: %d bytes at offset %d skipped: torn last line",
+                      path, torn, cursor.position.offset)  # fmt: skip
+        cursor.position = Position(generation + 1, 0)  # this file is done: the next one
+        items.append(Item(key, cursor.position, cursor.chain.seq, cursor.chain.last_hash))
+        return items
+
+    def _lines(self, key: SourceKey, cursor: _Cursor, data: bytes, budget: int) -> list[Item]:
+        items: list[Item] = []
+        generation, start = cursor.position.segment, cursor.position.offset
+        read_at_us = time.time_ns() // 1000
+        find, at = data.find, 0
+        while len(items) < budget:
+            newline = find(b"\n", at)
+            if newline < 0:
+                break  # a line Envoy is still writing
+            raw, at = data[at:newline], newline + 1
+            position = Position(generation, start + at)
+            cursor.position = position
+            if not raw or raw.isspace():
+                continue
+            try:
+                row = completion_of(raw, read_at_us)
+            except UnreadableLineError as error:
+                metrics.DAMAGED.labels(source="access_log", reason="unreadable_line").inc()
+                metrics.DAMAGED_BYTES.labels(source="access_log").inc(len(raw) + 1)
+                where = position.offset - len(raw) - 1
+                log.error("access log %s: line at offset %d skipped: %s", key.id, where, error)  # noqa: TRY400
+                items.append(Item(key, position, cursor.chain.seq, cursor.chain.last_hash))
+                continue
+            cursor.chain.link(row)
+            seq, digest = cursor.chain.seq, cursor.chain.last_hash
+            at_us = int(row.get("started_at") or 0)
+            items.append(Item(key, position, seq, digest, "completion", row, at_us, raw))
+        return items
+
+    def after_commit(self) -> None:
+        """Remove rotated files all shipped; rotate live files shipped past the size."""
+        for stream in self.streams:
+            state = self._progress.committed.get(stream_key(stream))
+            if state is None:
+                continue
+            for generation in range(max(1, state.position.segment - 8), state.position.segment):
+                with contextlib.suppress(FileNotFoundError):
+                    rotated(stream, generation).unlink()
+            self._rotate(stream, state.position)
+
+    def _rotate(self, stream: Stream, committed: Position) -> None:
+        cursor = self._cursor(stream)
+        old = rotated(stream, committed.segment)
+        if old.exists():
+            if not stream.path.exists():  # Envoy has not reopened yet: ask again
+                self._reopen(stream, cursor)
+            return
+        if committed.offset < self._rotate_bytes or stream.admin is None:
+            return
+        try:
+            stream.path.rename(old)
+        except FileNotFoundError:
+            return
+        log.info("access log %s rotated to %s", stream.path, old.name)
+        self._reopen(stream, cursor)
+
+    def _reopen(self, stream: Stream, cursor: _Cursor) -> None:
+        if time.monotonic() - cursor.reopen_asked < REOPEN_RETRY_SECONDS:
+            return
+        cursor.reopen_asked = time.monotonic()
+        request = urllib.request.Request(f"http://{stream.admin}/reopen_logs", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=2):  # noqa: S310 - Envoy's loopback admin
+                pass
+        except (urllib.error.URLError, OSError) as error:
+            metrics.ERRORS.labels(kind="rotation").inc()
+            log.warning("access log %s: Envoy did not reopen its logs: %s", stream.path, error)
+
+    def backlog_bytes(self) -> int:
+        total = 0
+        for stream in self.streams:
+            state = self._progress.committed.get(stream_key(stream))
+            position = state.position if state else FIRST
+            for generation in range(position.segment, position.segment + 64):
+                path, _ = self._current(stream, generation)
+                with contextlib.suppress(FileNotFoundError):
+                    skip = position.offset if generation == position.segment else 0
+                    total += max(0, path.stat().st_size - skip)
+                if path == stream.path:
+                    break
+        return total

@@ -1,0 +1,231 @@
+"""The shipper's PostgreSQL side: rows and offsets in one transaction, never an overwrite.
+
+Each batch: COPY into a temporary staging table, INSERT ... ON CONFLICT DO NOTHING (a row
+re-read after a crash is already there), then each half's columns set where the row does not
+have that half yet, then the sources' offsets and chain state. A row PostgreSQL refuses is
+kept whole in gateway_audit_rejected, so a batch never blocks on one bad record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+
+from authz_service.audit.columns import (
+    CHAIN_COLUMNS,
+    DIFFERS_COLUMN,
+    KEY_NAMES,
+    KINDS,
+    ROW_COLUMNS,
+    SHARED_NAMES,
+    half_columns,
+)
+from authz_service.shipper.join import Pair, differs
+from authz_service.shipper.model import Position, SourceKey, SourceState
+from authz_service.shipper.sql import (
+    CREATE_STAGING,
+    FILL_COMPLETIONS,
+    FILL_DECISIONS,
+    INSERT_SQL,
+    REJECT_SQL,
+    STAGING,
+    STATE_SQL,
+)
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.ReadOnlySQLTransactionError,
+)
+WRITE_ONCE_REFUSAL = "audit rows are write-once"
+
+
+def is_row_error(error: BaseException) -> bool:
+    """An error about one row's data (type, constraint, size, a write-once refusal)."""
+    if not isinstance(error, asyncpg.PostgresError):
+        return False
+    state = str(getattr(error, "sqlstate", "") or "")
+    return state[:2] in ("22", "23", "54") or (
+        state == "42501" and str(error).startswith(WRITE_ONCE_REFUSAL)
+    )
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+# the COPY's columns in three stretches: the key and shared facts (from the first half),
+# the decision's columns, the completion's; and the JSON ones, which asyncpg takes as text
+_FRONT = ROW_COLUMNS[: len(KEY_NAMES) + len(SHARED_NAMES)]
+_DECISION = half_columns("decision")
+_COMPLETION = half_columns("completion")
+_NO_DECISION: tuple[None, ...] = (None,) * len(_DECISION)
+_NO_COMPLETION: tuple[None, ...] = (None,) * len(_COMPLETION)
+_JSON_AT = tuple(
+    i for i, c in enumerate(ROW_COLUMNS) if KINDS.get(c) == "json" or c.endswith("_differs")
+)
+_COMPLETION_DIFFERS_AT = ROW_COLUMNS.index(DIFFERS_COLUMN["completion"])
+assert (*_FRONT, *_DECISION, *_COMPLETION) == ROW_COLUMNS
+
+
+def staged_record(pair: Pair) -> list[Any]:
+    """The COPY record of a pair, in one pass (what `staged_row` gives, as a row of values)."""
+    decision = pair.decision.row if pair.decision is not None else None
+    completion = pair.completion.row if pair.completion is not None else None
+    first = decision if decision is not None else completion
+    assert first is not None
+    own = map(decision.get, _DECISION) if decision is not None else _NO_DECISION
+    envoys = map(completion.get, _COMPLETION) if completion is not None else _NO_COMPLETION
+    values = [*map(first.get, _FRONT), *own, *envoys]
+    if decision is not None and completion is not None:
+        shared = {name: decision.get(name) for name in SHARED_NAMES}
+        values[_COMPLETION_DIFFERS_AT] = differs(completion, shared, "completion")
+    for at in _JSON_AT:
+        if values[at] is not None:
+            values[at] = _json_text(values[at])
+    return values
+
+
+class Store:
+    """One connection as the shipper login; `write` raises UNAVAILABLE errors to retry."""
+
+    def __init__(self, dsn: str, *, timeout: float) -> None:
+        self._dsn = dsn
+        self._timeout = timeout
+        self._conn: asyncpg.Connection | None = None
+
+    async def connect(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(
+                self._dsn, timeout=self._timeout,
+                server_settings={"application_name": "gateway-audit-shipper"},
+            )  # fmt: skip
+            await self._conn.execute(CREATE_STAGING)
+        return self._conn
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 2)
+
+    def drop(self) -> None:
+        """Forget the connection after a failure (the next write connects again)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
+
+    async def load_states(self) -> dict[SourceKey, SourceState]:
+        conn = await self.connect()
+        rows = await conn.fetch(
+            'SELECT source_kind, source_id, segment, "offset", seq, last_hash, finished, '
+            "high_seq FROM gateway_audit_ship_state"
+        )
+        return {
+            (key := SourceKey(r["source_kind"], r["source_id"])): SourceState(
+                key,
+                Position(r["segment"], r["offset"]),
+                r["seq"],
+                r["last_hash"],
+                r["finished"],
+                r["high_seq"],
+            )
+            for r in rows
+        }
+
+    async def write(
+        self,
+        pairs: Sequence[Pair],
+        states: Sequence[SourceState],
+        meanwhile: Callable[[], None] | None = None,
+    ) -> int:
+        """Rows and offsets in one transaction; returns how many rows PostgreSQL refused.
+
+        `meanwhile` runs (at most once) while PostgreSQL executes the batch's INSERT.
+        """
+        conn = await self.connect()
+        records = [staged_record(pair) for pair in pairs]
+        async with asyncio.timeout(self._timeout):
+            try:
+                async with conn.transaction():
+                    await self._rows(conn, records, meanwhile)
+                    await self._states(conn, states)
+            except asyncpg.PostgresError as error:
+                if not is_row_error(error):
+                    raise
+                log.warning("audit batch refused (%s); writing it row by row", error)
+            else:
+                return 0
+            return await self._one_by_one(conn, pairs, records, states)
+
+    async def _rows(
+        self,
+        conn: asyncpg.Connection,
+        records: list[list[Any]],
+        meanwhile: Callable[[], None] | None = None,
+    ) -> None:
+        await conn.execute(f"TRUNCATE {STAGING}")
+        await conn.copy_records_to_table(STAGING, records=records, columns=ROW_COLUMNS)
+        inserting = asyncio.ensure_future(conn.fetchval(INSERT_SQL))
+        if meanwhile is not None:
+            await asyncio.sleep(0)  # the INSERT goes out; this process works while it runs
+            meanwhile()
+        if await inserting < len(records):
+            await conn.execute(FILL_COMPLETIONS)
+            await conn.execute(FILL_DECISIONS)
+
+    async def _states(self, conn: asyncpg.Connection, states: Sequence[SourceState]) -> None:
+        if states:
+            await conn.execute(
+                STATE_SQL,
+                [s.key.kind for s in states], [s.key.id for s in states],
+                [s.position.segment for s in states], [s.position.offset for s in states],
+                [s.seq for s in states], [s.last_hash for s in states],
+                [s.finished for s in states], [s.high_seq for s in states],
+            )  # fmt: skip
+
+    async def _one_by_one(
+        self,
+        conn: asyncpg.Connection,
+        pairs: Sequence[Pair],
+        records: list[list[Any]],
+        states: Sequence[SourceState],
+    ) -> int:
+        refused = 0
+        async with conn.transaction():
+            for pair, record in zip(pairs, records, strict=True):
+                try:
+                    async with conn.transaction():  # a savepoint per row
+                        await self._rows(conn, [record])
+                except asyncpg.PostgresError as error:
+                    if not is_row_error(error):
+                        raise
+                    refused += 1
+                    await self._reject(conn, pair, str(error))
+            await self._states(conn, states)
+        return refused
+
+    async def _reject(self, conn: asyncpg.Connection, pair: Pair, reason: str) -> None:
+        for item in pair.items:
+            assert item.half is not None
+            chain_id, seq_column, _, hash_column = CHAIN_COLUMNS[item.half]
+            row = item.row or {}
+            log.error("audit row %r refused by PostgreSQL, kept in gateway_audit_rejected: %s",
+                      row.get("request_id"), reason)  # fmt: skip
+            await conn.execute(
+                REJECT_SQL, item.half, str(row.get(chain_id)), int(row.get(seq_column) or 0),
+                str(row.get(hash_column)), reason, item.raw,
+            )  # fmt: skip

@@ -1,0 +1,199 @@
+"""The journal on a real directory: group commit, chain, segments, the bound, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from authz_service.audit import metrics
+from authz_service.audit.chain import GENESIS, record_hash
+from authz_service.audit.framing import decode_record, read_frames
+from authz_service.audit.journal import Journal, JournalUnavailableError
+from authz_service.audit.segments import LOCK_FILE, journal_bytes
+
+
+def _row(number: int) -> dict[str, Any]:
+    return {
+        "request_id": f"req-{number}", "gateway_type": "PLANT", "decision": "allow",
+        "decided_at": 1_700_000_000_000_000 + number, "roles": [], "shadow_denials": [],
+    }  # fmt: skip
+
+
+def _read(directory: Path) -> list[dict[str, Any]]:
+    rows = []
+    for segment in sorted(directory.glob("*.journal")):
+        frames = read_frames(segment.read_bytes(), 0)
+        assert not frames.damage
+        assert not frames.incomplete
+        rows += [decode_record(payload) for _, payload in frames.payloads]
+    return rows
+
+
+async def _opened(tmp_path: Path, **options: Any) -> Journal:
+    journal = Journal(tmp_path / "journal", scan_interval=0.05, **options)
+    await journal.open()
+    return journal
+
+
+@pytest.mark.parametrize("fsync", ["off", "batch"])
+async def test_records_of_one_loop_turn_are_one_write(tmp_path: Path, fsync: str) -> None:
+    journal = await _opened(tmp_path, fsync=fsync)
+    batches = metrics.JOURNAL_BATCHES._value.get()
+    waits = [journal.record(_row(i)) for i in range(50)]
+    await asyncio.gather(*[w for w in waits if w is not None])
+    assert metrics.JOURNAL_BATCHES._value.get() - batches == 1
+    await journal.close()
+    rows = _read(journal.directory)
+    assert [r["request_id"] for r in rows] == [f"req-{i}" for i in range(50)]
+
+
+async def test_the_record_is_on_disk_when_its_wait_completes(tmp_path: Path) -> None:
+    journal = await _opened(tmp_path, fsync="off")
+    wait = journal.record(_row(1))
+    assert wait is not None
+    assert _read(journal.directory) == [], "buffered until the loop turns"
+    await wait
+    assert [r["request_id"] for r in _read(journal.directory)] == ["req-1"]
+    await journal.close()
+
+
+async def test_batch_mode_syncs_each_batch_before_answering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)  # the journal calls os.fdatasync
+    journal = await _opened(tmp_path, fsync="batch")
+    first = journal.record(_row(1))
+    assert first is not None
+    await first
+    assert len(synced) == 1
+    await journal.close()
+
+
+async def test_records_are_chained_in_write_order(tmp_path: Path) -> None:
+    journal = await _opened(tmp_path, fsync="off")
+    for i in range(3):
+        wait = journal.record(_row(i))
+        assert wait is not None
+        await wait
+    await journal.close()
+    rows = _read(journal.directory)
+    previous = GENESIS
+    for seq, row in enumerate(rows, start=1):
+        assert (row["journal_id"], row["journal_seq"]) == (journal.journal_id, seq)
+        assert row["journal_prev_hash"] == previous
+        assert row["journal_hash"] == record_hash("decision", row, journal.journal_id, seq,
+                                                  previous)  # fmt: skip
+        previous = row["journal_hash"]
+
+
+async def test_full_segments_are_closed_and_a_new_one_started(tmp_path: Path) -> None:
+    journal = await _opened(tmp_path, fsync="off", segment_bytes=4096)
+    for i in range(200):
+        wait = journal.record(_row(i))
+        assert wait is not None
+        await wait
+    await journal.close()
+    segments = sorted(journal.directory.glob("*.journal"))
+    assert len(segments) > 3
+    assert all(s.stat().st_size < 4096 + 1024 for s in segments)
+    assert [r["request_id"] for r in _read(journal.directory)] == [f"req-{i}" for i in range(200)]
+
+
+async def test_the_directory_is_locked_while_the_writer_lives(tmp_path: Path) -> None:
+    journal = await _opened(tmp_path)
+    fd = os.open(journal.directory / LOCK_FILE, os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        await journal.close()
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the shipper may finish it now
+    finally:
+        os.close(fd)
+
+
+async def _until(predicate: Any, what: str) -> None:
+    for _ in range(400):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_over_the_bound_it_refuses_then_recovers_when_segments_go(tmp_path: Path) -> None:
+    journal = await _opened(tmp_path, fsync="off", segment_bytes=4096, max_bytes=16384,
+                            headroom_bytes=4096)  # fmt: skip
+    number = 0
+    while journal.accepting:
+        wait = journal.record(_row(number))
+        assert wait is not None
+        await wait
+        number += 1
+    assert journal.estimated_bytes() >= 16384
+    # refusals keep being journaled up to the headroom, then only counted
+    dropped = metrics.DROPPED.labels(reason="journal_full")._value.get()
+    refusals = 0
+    while (wait := journal.record(_row(10_000 + refusals), refusal=True)) is not None:
+        await wait
+        refusals += 1
+    assert refusals > 0
+    assert journal.estimated_bytes() >= 16384 + 4096
+    assert metrics.DROPPED.labels(reason="journal_full")._value.get() == dropped + 1
+    # the shipper removes the closed segments: the next scan sees it
+    for segment in sorted(journal.directory.glob("*.journal"))[:-1]:
+        segment.unlink()
+    await _until(lambda: journal.accepting, "the journal to accept again")
+    assert journal.estimated_bytes() == journal_bytes(journal.root)
+    await journal.close()
+
+
+async def test_a_failed_write_refuses_checks_then_starts_a_new_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = await _opened(tmp_path, fsync="off")
+    first = journal.record(_row(1))
+    assert first is not None
+    await first
+    real_write = os.write
+    failing = {"on": True}
+
+    def write(fd: int, data: Any) -> int:
+        if failing["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)  # the journal's os.write, for this test only
+    broken = journal.record(_row(2))
+    assert broken is not None
+    with pytest.raises(JournalUnavailableError, match="No space left"):
+        await broken
+    assert not journal.accepting
+    with pytest.raises(JournalUnavailableError):
+        journal.record(_row(3))
+    old = journal.directory
+    failing["on"] = False
+    await _until(lambda: journal.accepting, "a new journal")
+    assert journal.directory != old, "never appends after a failed write"
+    wait = journal.record(_row(4))
+    assert wait is not None
+    await wait
+    await journal.close()
+    assert [r["request_id"] for r in _read(old)] == ["req-1"]
+    (row,) = _read(journal.directory)
+    assert (row["request_id"], row["journal_seq"], row["journal_prev_hash"]) == (
+        "req-4",
+        1,
+        GENESIS,
+    )
