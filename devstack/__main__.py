@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=PORT",
         help="e.g. plant=18090 (names: entry points, NAME-admin, NAME-internal, backend, "
-        "authz, metrics, admin)",
+        "authz, metrics, admin, shipper)",
     )
     up.add_argument("--free-ports", action="store_true",
                     help="use free ports instead of the config's (tests)")  # fmt: skip
