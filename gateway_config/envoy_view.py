@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from authz_service.runtime_config import (
+    CLIENT_IP_HEADER,
     CTX_BUDGET_COST,
     CTX_BUDGET_METRIC,
     CTX_CONFIG_REVISION,
@@ -253,6 +254,7 @@ def entry_point_view(
         "reaches_upstreams": entry.via is None,
         "correlation_header": CORRELATION_HEADER,
         "causation_header": CAUSATION_HEADER,
+        "client_ip_header": CLIENT_IP_HEADER,
         "methods": list(HTTP_METHODS),
         "unsupported_method_detail": UNSUPPORTED_METHOD_DETAIL,
         "upstream_error": {"code": UPSTREAM_ERROR[0], "title": UPSTREAM_ERROR[1]},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import socket
 import time
@@ -24,6 +25,8 @@ from tests.e2e._audit_stack import (
     wait_for_rows,
 )
 from tests.e2e.conftest import send
+
+CLIENT = "127.0.0.2"  # a client address of its own: the hops connect from 127.0.0.1
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +139,37 @@ def test_request_through_cp_has_one_row_per_hop_linked_by_causation(
             200,
         )
         assert row["user_id"] == "audit-cp"
+
+
+def test_each_hops_row_records_the_clients_address_not_the_hops(
+    gateway_stack: Any, audit_db: AuditDatabase
+) -> None:
+    """PLANT's internal listener trusts the one x-forwarded-for entry CP appended: the client
+    (127.0.0.2 here) is in PLANT's row, in both halves, not CP's own address (127.0.0.1)."""
+    mine = str(uuid.uuid4())
+    token = gateway_stack.sign_token(sub="audit-xff", roles=("customer",))
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", gateway_stack.port("cp"), timeout=10, source_address=(CLIENT, 0)
+    )
+    try:
+        connection.request("GET", "/api/v1/orders", headers={
+            "authorization": f"Bearer {token}", "x-correlation-id": mine,
+            "x-forwarded-for": "203.0.113.66",  # a client's claim: trusted by no listener
+        })  # fmt: skip
+        assert connection.getresponse().status == 200
+    finally:
+        connection.close()
+    found = wait_for_rows(
+        audit_db.reader_dsn, [mine], lambda rows: len(rows) == 2 and all(map(complete, rows))
+    )
+    with psycopg.connect(audit_db.reader_dsn) as conn:
+        rows = conn.execute(
+            "SELECT gateway_type, host(client_ip), decision_differs, completion_differs "
+            "FROM gateway_audit_logs WHERE correlation_id = %s ORDER BY gateway_type",
+            (mine,),
+        ).fetchall()
+    assert len(found[mine]) == 2
+    assert rows == [("CP", CLIENT, None, None), ("PLANT", CLIENT, None, None)]
 
 
 def _raw(port: int, request: bytes) -> tuple[int, bytes]:
