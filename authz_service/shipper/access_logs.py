@@ -229,10 +229,20 @@ class AccessLogReader:
         except FileNotFoundError:
             return
         log.info("access log %s rotated to %s", stream.path, old.name)
-        self._reopen(stream, cursor)
+        self._reopen(stream, cursor, retry=False)  # a new rotation asks at once
 
-    def _reopen(self, stream: Stream, cursor: _Cursor) -> None:
-        if time.monotonic() - cursor.reopen_asked < REOPEN_RETRY_SECONDS:
+    def retry_reopen(self) -> None:
+        """Ask Envoy again (at most every REOPEN_RETRY_SECONDS) to reopen a log it has not
+        reopened since its rotation: called while idle too, when no commit comes to do it."""
+        for stream in self.streams:
+            state = self._progress.committed.get(stream_key(stream))
+            if state is None or stream.admin is None or stream.path.exists():
+                continue
+            if rotated(stream, state.position.segment).exists():
+                self._reopen(stream, self._cursor(stream))
+
+    def _reopen(self, stream: Stream, cursor: _Cursor, *, retry: bool = True) -> None:
+        if retry and time.monotonic() - cursor.reopen_asked < REOPEN_RETRY_SECONDS:
             return
         cursor.reopen_asked = time.monotonic()
         assert stream.admin is not None  # streams without an admin are never rotated

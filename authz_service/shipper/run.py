@@ -115,6 +115,8 @@ class Shipper:
             return
         while not stop.is_set():
             if not await self.round(final=False):
+                # idle: a rotation whose reopen Envoy missed must not wait for the next commit
+                await asyncio.to_thread(self.logs.retry_reopen)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.settings.poll_seconds)
         await self._drain()
