@@ -37,7 +37,6 @@ SHADOW_DENIALS = Counter(
     "Denials a stage in shadow mode would have returned (not enforced), by stage and code.",
     ["stage", "code"],
 )
-AUDIT_SUBMIT_ERRORS = Counter("authz_audit_submit_errors_total", "Audit records the sink refused.")
 
 # Children bound once: `labels()` costs a lock and a tuple lookup on every call, which the
 # request path would otherwise pay six times per check.
