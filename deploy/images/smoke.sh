@@ -55,13 +55,17 @@ trap 'exit 130' INT TERM
 # The journal and access logs are named volumes (removed at the end): podman's --tmpfs over a
 # directory of the image comes up root-owned whatever its mode option says, while a new volume
 # takes the mode of the image's directory it is first mounted on.
-# (and podman's Docker API does not show an image's healthcheck: inspect with podman too)
+# (and podman's Docker API does not show an image's healthcheck: inspect with podman too; a
+# one-shot whose output is checked runs through podman as well: through its Docker API the
+# output of a container that exits at once is sometimes lost, which an empty answer would hide)
 if command -v podman >/dev/null; then
 	build() { podman build -q --format docker "$@"; }
 	inspect_image() { podman image inspect --format "$1" "$2"; }
+	run_once() { podman run --rm "$@"; }
 else
 	build() { docker build -q "$@"; }
 	inspect_image() { docker image inspect --format "$1" "$2"; }
+	run_once() { docker run --rm "$@"; }
 fi
 build_args=(--build-arg "TARGET=cloudrun" --build-arg "RENDER_ARGS=$RENDER_ARGS")
 [[ -z ${PYTHON_IMAGE:-} ]] || build_args+=(--build-arg "PYTHON_IMAGE=$PYTHON_IMAGE")
@@ -78,14 +82,14 @@ log "image checks: user, healthcheck, no build tools, one revision"
 for image in "$app" "$envoy"; do
 	[[ -n $(inspect_image '{{if .Config.Healthcheck}}{{.Config.Healthcheck.Test}}{{end}}' "$image") ]] ||
 		fail "$image has no HEALTHCHECK"
-	found=$(docker run --rm --entrypoint /bin/sh "$image" -c \
+	found=$(run_once --entrypoint /bin/sh "$image" -c \
 		'for t in gcc cc make g++ pip pip3 /opt/venv/bin/pip; do command -v "$t" || true; done')
 	[[ -z $found ]] || fail "$image has build tools: $found"
 done
 # no `| head` under pipefail: an early-closing reader fails the script at random (SIGPIPE)
 revision() {
 	local text
-	text=$(docker run --rm --entrypoint cat "$1" "$2") || fail "cannot read $2 in $1"
+	text=$(run_once --entrypoint cat "$1" "$2") || fail "cannot read $2 in $1"
 	grep -m 1 -oE '[0-9a-f]{64}' <<<"$text" || fail "no revision in $2 of $1"
 }
 app_revision=$(revision "$app" /etc/gateway/authz/runtime.json)
