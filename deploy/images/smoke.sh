@@ -42,9 +42,15 @@ cleanup() {
 			docker logs --tail 40 "$name" >&2 2>&1 || true
 		done
 	fi
-	local all=("${containers[@]}" "${others[@]}")
-	((${#all[@]} == 0)) || docker rm -f -v "${all[@]}" >/dev/null 2>&1 || true
-	docker volume rm -f "${volumes[@]}" >/dev/null 2>&1 || true
+	# newest first: the first container owns the network namespace the others join, and is
+	# not removed while they exist (nor, then, the volume it mounts)
+	local all=("${containers[@]}" "${others[@]}") i
+	for ((i = ${#all[@]} - 1; i >= 0; i--)); do
+		docker rm -f -v "${all[i]}" >/dev/null 2>&1 || true
+	done
+	for volume in "${volumes[@]}"; do
+		docker volume rm -f "$volume" >/dev/null 2>&1 || log "could not remove volume $volume"
+	done
 	docker rmi -f "$app" "$envoy" >/dev/null 2>&1 || true
 	exit "$rc"
 }
