@@ -29,15 +29,16 @@ from typing import Any
 import jinja2
 import yaml
 
-from authz_service.audit.envoy_log import log_format
 from gateway_config import ConfigError, GatewayConfig, deep_merge, load_gateway_config
 from gateway_config.access_logs import access_log_manifest, envoy_flags
-from gateway_config.envoy_view import CORRELATION_HEADER, entry_point_view
+from gateway_config.envoy_view import entry_point_view
 from gateway_config.local_replies import LOCAL_REPLIES
 from gateway_config.policies import DEFAULT_POLICY_DIR
 from gateway_config.runtime import config_revision, to_runtime_config
 from gateway_config.static_bundle import static_bootstrap, without_log_files
 from gateway_config.targets import DEFAULT_TARGETS_FILE, target_overrides
+from gateway_contract.access_log import log_format
+from gateway_contract.headers import CORRELATION_HEADER
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "envoy_templates"
 # Written in this order: runtime first, clusters before the routes and listeners using them.

@@ -9,8 +9,8 @@ import sys
 from authz_service.adapters.regopy_engine import PolicyLoadError
 from authz_service.adapters.static_keys import KeyConfigError
 from authz_service.logging_setup import configure_logging
-from authz_service.runtime_config import RuntimeConfigError
 from authz_service.settings import SettingsLoadError, describe_settings, load_settings
+from gateway_contract.runtime import RuntimeConfigError
 
 ADMIN_COMMANDS = ("explain", "budget", "reload")
 

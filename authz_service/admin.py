@@ -17,8 +17,8 @@ from authz_service.explain import Explainer, ExplainInput, ExplainInputError, Ex
 from authz_service.pipeline import Pipeline
 from authz_service.principal import ClaimError, principal_from_claims
 from authz_service.reload import Reloader
-from authz_service.runtime_config import BudgetSubject
 from authz_service.stages.budget import budget_windows
+from gateway_contract.runtime import BudgetSubject
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from authz_service.runtime_config import (
-    CLIENT_IP_HEADER,
+from gateway_contract.headers import CLIENT_IP_HEADER
+from gateway_contract.route_facts import (
     CTX_BUDGET_COST,
     CTX_BUDGET_METRIC,
     CTX_CONFIG_REVISION,

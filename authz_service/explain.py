@@ -15,7 +15,7 @@ from authz_service.pipeline import CheckOutcome, Pipeline, StageStep
 from authz_service.ports import BudgetConsumption, BudgetStore, BudgetWindow
 from authz_service.principal import Principal
 from authz_service.route_match import context_extensions, match_route
-from authz_service.runtime_config import GatewayType, RuntimeConfig
+from gateway_contract.runtime import GatewayType, RuntimeConfig
 
 # the bearer value that stands for development-mode claims (never verified as a token)
 CLAIMS_TOKEN = "explain-dev-claims"

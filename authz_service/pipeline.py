@@ -13,12 +13,12 @@ from authz_service.check_context import CheckContext
 from authz_service.errors import Denial, DependencyUnavailableError, ErrorCode, Stage
 from authz_service.ports import BudgetStore, Verifier
 from authz_service.principal import Principal
-from authz_service.runtime_config import RuntimeConfig
 from authz_service.stages.authenticate import authenticate
 from authz_service.stages.authorize import authorize
 from authz_service.stages.budget import BudgetResult, consume_budget
 from authz_service.stages.decide import Allowance, decide
 from authz_service.stages.policy import PolicyDecision, PolicyEvaluator, evaluate_policy
+from gateway_contract.runtime import RuntimeConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from authz_service.runtime_config import BudgetSubject
+from gateway_contract.runtime import BudgetSubject
 
 PLANS = ("trial", "standard", "enterprise")
 # Identity claims reach the upstream as header values (x-user-id, x-customer-id, x-roles) and

@@ -27,11 +27,7 @@ from prometheus_client import Counter
 from authz_service.adapters.regopy_engine import PolicyLoadError, RegopyEngine
 from authz_service.pipeline import Pipeline
 from authz_service.ports import PolicyEngine
-from authz_service.runtime_config import (
-    RuntimeConfigError,
-    check_policy_headers,
-    load_runtime_config,
-)
+from gateway_contract.runtime import RuntimeConfigError, check_policy_headers, load_runtime_config
 
 log = logging.getLogger(__name__)
 

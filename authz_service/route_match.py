@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from authz_service.runtime_config import (
+from gateway_contract.route_facts import (
     CTX_BUDGET_COST,
     CTX_BUDGET_METRIC,
     CTX_CONFIG_REVISION,
@@ -23,11 +23,8 @@ from authz_service.runtime_config import (
     CTX_POLICY,
     CTX_ROUTE_ID,
     CTX_SHADOW,
-    GatewayType,
-    PathMatch,
-    RouteRule,
-    RuntimeConfig,
 )
+from gateway_contract.runtime import GatewayType, PathMatch, RouteRule, RuntimeConfig
 
 
 @dataclass(frozen=True, slots=True)

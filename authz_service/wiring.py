@@ -18,10 +18,10 @@ from authz_service.adapters.static_keys import StaticKeySource
 from authz_service.pipeline import FailOpen, Pipeline
 from authz_service.ports import BudgetStore, KeySource, PolicyEngine
 from authz_service.reload import Reloader, policy_revision
-from authz_service.runtime_config import check_policy_headers, load_runtime_config
 from authz_service.settings import IssuerConfig, Settings
 from authz_service.stages.policy import PolicyEvaluator
 from authz_service.tokens import TokenVerifier, TrustedIssuer
+from gateway_contract.runtime import check_policy_headers, load_runtime_config
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from authz_service.audit.envoy_log import log_format
+from gateway_contract.access_log import log_format
 
 HERE = Path(__file__).resolve().parent
 

@@ -20,9 +20,9 @@ from typing import Any
 import asyncpg
 
 from authz_service.audit.framing import decode_record, read_frames
-from authz_service.runtime_config import IDENTITY_HEADERS
 from devstack import devkey
 from devstack.stackstate import StackState
+from gateway_contract.headers import IDENTITY_HEADERS
 
 IDENTITY = (*IDENTITY_HEADERS, "x-causation-id")
 MAX_BUDGET_REQUESTS = 500  # the trial plan allows 100 a day; the loop stays bounded anyway

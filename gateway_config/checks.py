@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from authz_service.runtime_config import GatewayType
 from gateway_config.models import GatewayConfig, Route
 from gateway_config.policies import policy_package, rego_packages
+from gateway_contract.runtime import GatewayType
 
 Problem = tuple[str, str]
 

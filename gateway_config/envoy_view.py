@@ -6,8 +6,16 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
-from authz_service.runtime_config import (
+from gateway_config.access_logs import access_log_path
+from gateway_config.local_replies import UNSUPPORTED_METHOD_DETAIL, UPSTREAM_ERROR
+from gateway_config.models import HTTP_METHODS, EntryPoint, GatewayConfig, HealthCheck, Route
+from gateway_contract.headers import (
+    CAUSATION_HEADER,
     CLIENT_IP_HEADER,
+    CORRELATION_HEADER,
+    IDENTITY_HEADERS,
+)
+from gateway_contract.route_facts import (
     CTX_BUDGET_COST,
     CTX_BUDGET_METRIC,
     CTX_CONFIG_REVISION,
@@ -17,15 +25,9 @@ from authz_service.runtime_config import (
     CTX_POLICY,
     CTX_ROUTE_ID,
     CTX_SHADOW,
-    IDENTITY_HEADERS,
 )
-from gateway_config.access_logs import access_log_path
-from gateway_config.local_replies import UNSUPPORTED_METHOD_DETAIL, UPSTREAM_ERROR
-from gateway_config.models import HTTP_METHODS, EntryPoint, GatewayConfig, HealthCheck, Route
 
 AUTHZ_CLUSTER = "authz"
-CORRELATION_HEADER = "x-correlation-id"
-CAUSATION_HEADER = "x-causation-id"
 # Google's metadata server, which mints the ID tokens of gcp_authn (Cloud Run, GKE).
 GCP_METADATA_CLUSTER = "gcp_metadata"
 GCP_METADATA_HOST = "metadata.google.internal"

@@ -7,12 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from authz_service.runtime_config import (
-    CHECK_REQUEST_HEADERS,
-    Budgets,
-    GatewayType,
-    ShadowStage,
-)
+from gateway_contract.headers import CHECK_REQUEST_HEADERS
+from gateway_contract.runtime import Budgets, GatewayType, ShadowStage
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]

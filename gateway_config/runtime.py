@@ -5,14 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 
-from authz_service.runtime_config import (
-    BudgetCost,
-    GatewayType,
-    PathMatch,
-    RouteRule,
-    RuntimeConfig,
-)
 from gateway_config.models import GatewayConfig, Route
+from gateway_contract.runtime import BudgetCost, GatewayType, PathMatch, RouteRule, RuntimeConfig
 
 # Bumped when the rendering itself changes, so equal inputs with a new renderer differ.
 RENDER_FORMAT = "1"

@@ -1,9 +1,4 @@
-"""Envoy's access-log line: the JSON fields render asks Envoy for, and how the shipper reads them.
-
-One line per request per hop, written by Envoy itself (so it exists even when the authz
-service is down). The request key and correlation id expressions come from render, which
-uses the same ones in the problem+json bodies of Envoy's own replies.
-"""
+"""How the shipper reads Envoy's access-log line (its fields: gateway_contract.access_log)."""
 
 from __future__ import annotations
 
@@ -15,45 +10,9 @@ import orjson
 from authz_service.audit.chain import EPOCH, micros
 from authz_service.audit.clean import completion_row
 
-# the ext_authz filter puts the service's dynamic metadata under its own name
-AUTHZ_METADATA = "envoy.filters.http.ext_authz"
 # Envoy's local-reply details when the check failed (timeout, service down) or was denied
 AUTHZ_DETAILS_PREFIX = "ext_authz"
 EPOCH_ORDINAL = EPOCH.toordinal()
-
-
-def log_format(
-    gateway_type: str, request_key: str, correlation_id: str, *, sets_causation_id: bool = False
-) -> dict[str, str]:
-    """The json_format of the file access log (values are Envoy command operators).
-
-    Fields are named after the audit columns they fill, so a parsed line needs no renaming.
-    A hop that sets x-causation-id for the next one (CP, PP) logs no causation id: the header
-    it would log is the one it sent on, and its public listener accepted none.
-    """
-    causation = {} if sets_causation_id else {"causation_id": "%REQ(x-causation-id)%"}
-    return {
-        "request_id": request_key,
-        "correlation_id": correlation_id,
-        **causation,
-        "gateway_type": gateway_type,
-        "route_id": "%ROUTE_NAME%",
-        "method": "%REQ(:METHOD)%",
-        "path": "%PATH(NQ:ORIG_OR_PATH)%",
-        "status_code": "%RESPONSE_CODE%",
-        "response_code_details": "%RESPONSE_CODE_DETAILS%",
-        "response_flags": "%RESPONSE_FLAGS%",
-        "started_at": "%START_TIME(%Y-%m-%dT%H:%M:%S.%6fZ)%",
-        "duration_us": "%COMMON_DURATION(DS_RX_BEG:DS_TX_END:us)%",
-        "upstream_duration_us": "%COMMON_DURATION(US_TX_BEG:US_RX_END:us)%",
-        "request_bytes": "%BYTES_RECEIVED%",
-        "response_bytes": "%BYTES_SENT%",
-        "upstream_cluster": "%UPSTREAM_CLUSTER%",
-        "upstream_host": "%UPSTREAM_HOST%",
-        "client_ip": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
-        "user_agent": "%REQ(user-agent)%",
-        "authz_decision": f"%DYNAMIC_METADATA({AUTHZ_METADATA}:decision)%",
-    }
 
 
 class UnreadableLineError(ValueError):

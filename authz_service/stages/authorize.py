@@ -5,7 +5,7 @@ from __future__ import annotations
 from authz_service.check_context import CheckContext
 from authz_service.errors import Denial, ErrorCode, Stage
 from authz_service.principal import Principal
-from authz_service.runtime_config import GatewayType, RuntimeConfig
+from gateway_contract.runtime import GatewayType, RuntimeConfig
 
 
 def _grants(granted: frozenset[str], permission: str) -> bool:

@@ -13,7 +13,7 @@ from authz_service.check_context import CheckContext
 from authz_service.errors import Denial, ErrorCode, Stage
 from authz_service.ports import BudgetStore, BudgetWindow
 from authz_service.principal import Principal
-from authz_service.runtime_config import Budgets, BudgetSubject, Window
+from gateway_contract.runtime import Budgets, BudgetSubject, Window
 
 WINDOWS: tuple[Window, ...] = ("day", "month")
 

@@ -29,6 +29,7 @@ COPY render.py alembic.ini ./
 COPY config/ config/
 COPY envoy_templates/ envoy_templates/
 COPY gateway_config/ gateway_config/
+COPY gateway_contract/ gateway_contract/
 COPY authz_service/ authz_service/
 COPY policies/ policies/
 ARG TARGET=cloudrun
@@ -72,6 +73,7 @@ COPY render.py alembic.ini ./
 COPY config/ config/
 COPY envoy_templates/ envoy_templates/
 COPY gateway_config/ gateway_config/
+COPY gateway_contract/ gateway_contract/
 COPY authz_service/ authz_service/
 COPY backend/ backend/
 COPY migrations/ migrations/

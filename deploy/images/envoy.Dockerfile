@@ -21,7 +21,7 @@ COPY render.py ./
 COPY config/ config/
 COPY envoy_templates/ envoy_templates/
 COPY gateway_config/ gateway_config/
-COPY authz_service/ authz_service/
+COPY gateway_contract/ gateway_contract/
 COPY policies/ policies/
 ARG TARGET=cloudrun
 ARG RENDER_ARGS=

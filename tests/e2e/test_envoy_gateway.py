@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from authz_service.runtime_config import IDENTITY_HEADERS
+from gateway_contract.headers import IDENTITY_HEADERS
 
 ENTRIES = ("plant", "cp", "pp")
 PROBLEM_JSON = "application/problem+json"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from authz_service.runtime_config import IDENTITY_HEADERS
+from gateway_contract.headers import IDENTITY_HEADERS
 
 FORGED_CAUSATION = str(uuid.uuid4())
 # What only a hop (or Envoy itself) may set, with a client's forgery of each

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from authz_service.errors import Denial
 from authz_service.ports import BudgetStore
 from authz_service.principal import Principal
-from authz_service.runtime_config import Budgets
 from authz_service.stages.budget import BudgetResult, consume_budget
+from gateway_contract.runtime import Budgets
 from tests.unit.authz.authz_helpers import check_context
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC).timestamp()

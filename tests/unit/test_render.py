@@ -11,12 +11,8 @@ import pytest
 import yaml
 
 import render
-from authz_service.runtime_config import (
-    IDENTITY_HEADERS,
-    BudgetSubject,
-    GatewayType,
-    load_runtime_config,
-)
+from gateway_contract.headers import IDENTITY_HEADERS
+from gateway_contract.runtime import BudgetSubject, GatewayType, load_runtime_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "gateway.yaml"
 ENTRIES = ("plant", "cp", "pp")

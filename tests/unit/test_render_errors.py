@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import render
-from authz_service.runtime_config import GatewayType
 from gateway_config import ConfigError, load_gateway_config
+from gateway_contract.runtime import GatewayType
 
 BAD_CONFIGS = sorted((Path(__file__).parent / "fixtures" / "bad_configs").glob("*.yaml"))
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "gateway.yaml"

@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 import render
-from authz_service.runtime_config import CTX_SHADOW, RuntimeConfig, load_runtime_config
 from gateway_config import ConfigError
+from gateway_contract.route_facts import CTX_SHADOW
+from gateway_contract.runtime import RuntimeConfig, load_runtime_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "gateway.yaml"
 ENTRIES = ("plant", "cp", "pp")

@@ -21,10 +21,10 @@ from authz_service.check_context import CheckContext
 from authz_service.errors import DependencyUnavailableError
 from authz_service.pipeline import FailOpen, Pipeline
 from authz_service.ports import BudgetConsumption, BudgetWindow
-from authz_service.runtime_config import RuntimeConfig
 from authz_service.settings import IssuerConfig
 from authz_service.stages.policy import PolicyEvaluator
 from authz_service.tokens import TokenVerifier, TrustedIssuer
+from gateway_contract.runtime import RuntimeConfig
 
 HS_ISSUER = "https://dev.test"
 RS_ISSUER = "https://rs.test"

@@ -13,9 +13,9 @@ import pytest
 from authz_service.devtokens import sign_dev_token
 from authz_service.errors import Denial, ErrorCode, Stage
 from authz_service.principal import Principal
-from authz_service.runtime_config import BudgetSubject
 from authz_service.stages.authenticate import authenticate
 from authz_service.tokens import TokenVerifier
+from gateway_contract.runtime import BudgetSubject
 from tests.unit.authz.authz_helpers import (
     AUDIENCE,
     HS_ISSUER,

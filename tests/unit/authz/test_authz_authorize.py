@@ -8,8 +8,8 @@ import pytest
 
 from authz_service.errors import Denial, ErrorCode
 from authz_service.principal import Principal
-from authz_service.runtime_config import RuntimeConfig
 from authz_service.stages.authorize import authorize
+from gateway_contract.runtime import RuntimeConfig
 from tests.unit.authz.authz_helpers import check_context
 
 

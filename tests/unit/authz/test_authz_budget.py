@@ -10,7 +10,6 @@ from authz_service.adapters.memory_budget import InProcessLedger
 from authz_service.errors import Denial, ErrorCode, Stage
 from authz_service.ports import BudgetWindow
 from authz_service.principal import Principal
-from authz_service.runtime_config import BudgetSubject, RuntimeConfig
 from authz_service.stages.budget import (
     BudgetResult,
     budget_windows,
@@ -18,6 +17,7 @@ from authz_service.stages.budget import (
     counter_key,
     window_period,
 )
+from gateway_contract.runtime import BudgetSubject, RuntimeConfig
 from tests.unit.authz.authz_helpers import check_context
 
 NOW = datetime(2025, 12, 31, 23, 0, tzinfo=UTC).timestamp()

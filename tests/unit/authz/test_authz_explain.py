@@ -14,10 +14,10 @@ from authz_service.explain import Explainer, ExplainInput, ExplainInputError
 from authz_service.pipeline import Pipeline
 from authz_service.principal import principal_from_claims
 from authz_service.route_match import match_route, path_matches
-from authz_service.runtime_config import GatewayType, PathMatch, RuntimeConfig
 from authz_service.servicer import AuthorizationService
 from authz_service.stages.policy import PolicyEvaluator
 from authz_service.tokens import TokenVerifier
+from gateway_contract.runtime import GatewayType, PathMatch, RuntimeConfig
 from tests.authz_explain_cases import (
     RUNTIME,
     Case,

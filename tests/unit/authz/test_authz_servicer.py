@@ -12,9 +12,10 @@ from envoy.service.auth.v3 import external_auth_pb2 as ext
 
 from authz_service.devtokens import sign_dev_token
 from authz_service.pipeline import FailOpen, Pipeline
-from authz_service.runtime_config import IDENTITY_HEADERS, RuntimeConfig
 from authz_service.servicer import AuthorizationService
 from authz_service.tokens import TokenVerifier
+from gateway_contract.headers import IDENTITY_HEADERS
+from gateway_contract.runtime import RuntimeConfig
 from tests.unit.authz.authz_helpers import (
     AUDIENCE,
     HS_ISSUER,

@@ -13,9 +13,9 @@ from authz_service import metrics
 from authz_service.adapters.memory_budget import InProcessLedger
 from authz_service.devtokens import sign_dev_token
 from authz_service.pipeline import FailOpen
-from authz_service.runtime_config import RuntimeConfig
 from authz_service.servicer import AuthorizationService
 from authz_service.tokens import TokenVerifier
+from gateway_contract.runtime import RuntimeConfig
 from tests.unit.authz.authz_helpers import (
     AUDIENCE,
     HS_ISSUER,

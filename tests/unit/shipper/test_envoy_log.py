@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from authz_service.audit.chain import micros
-from authz_service.audit.envoy_log import UnreadableLineError, completion_of, log_format
+from authz_service.audit.envoy_log import UnreadableLineError, completion_of
+from gateway_contract.access_log import log_format
 
 
 def _line(**fields: object) -> bytes:

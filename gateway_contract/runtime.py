@@ -1,4 +1,4 @@
-"""The runtime config render.py writes and the authz service reads (build/authz/runtime.json)."""
+"""The runtime config render writes and the authz service reads (build/authz/runtime.json)."""
 
 from __future__ import annotations
 
@@ -9,48 +9,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-# Headers the authz service sets for the upstream. Envoy strips client-supplied copies of
-# every one of them before ext_authz runs, so none can be spoofed.
-IDENTITY_HEADERS: tuple[str, ...] = (
-    "x-user-id",
-    "x-customer-id",
-    "x-roles",
-    "x-trial-mode",
-    "x-plan",
-    "x-correlation-id",
-    "x-budget-remaining",
-    "x-authz-decision-id",
-)
-
-# The client's address as the hop vouches for it: set by Envoy (the Lua filter, from the
-# connection or, behind a trusted hop, from x-forwarded-for) on every listener, replacing any
-# client copy; the audit row's client_ip, the same Envoy's access log records.
-CLIENT_IP_HEADER = "x-client-ip"
-
-# Request headers the service reads from every CheckRequest (check_context.py, the authenticate
-# stage, the audit row). Envoy's ext_authz filter sends these plus the policy headers and
-# nothing else (`allowed_headers`): a client's big request costs Envoy and Python no more.
-CHECK_REQUEST_HEADERS: tuple[str, ...] = (
-    "authorization",
-    "x-request-id",
-    "x-correlation-id",
-    "x-causation-id",
-    CLIENT_IP_HEADER,
-    "user-agent",
-)
-
-# Context-extension keys Envoy sends with every check (see docs/ARCHITECTURE.md).
-CTX_GATEWAY_TYPE = "gateway_type"
-CTX_ROUTE_ID = "route_id"
-CTX_PERMISSION = "permission"
-CTX_POLICY = "policy"
-CTX_PAID_ONLY = "paid_only"
-CTX_BUDGET_METRIC = "budget_metric"
-CTX_BUDGET_COST = "budget_cost"
-CTX_CONFIG_REVISION = "config_revision"
-# Comma-separated stages the route runs in shadow mode (evaluate and record, never deny).
-CTX_SHADOW = "shadow"
 
 
 class GatewayType(StrEnum):

@@ -1,0 +1,43 @@
+"""Header names and lists that render and the authz service must agree on."""
+
+from __future__ import annotations
+
+AUTHORIZATION_HEADER = "authorization"
+# Made by Envoy at every hop; never taken from a client.
+REQUEST_ID_HEADER = "x-request-id"
+# Kept from the client when it is a UUID, made by Envoy's Lua filter otherwise.
+CORRELATION_HEADER = "x-correlation-id"
+# Set by CP and PP to their own request id on what they forward; only PLANT's internal
+# listener keeps one.
+CAUSATION_HEADER = "x-causation-id"
+USER_AGENT_HEADER = "user-agent"
+
+# Headers the authz service sets for the upstream. Envoy strips client-supplied copies of
+# every one of them before ext_authz runs, so none can be spoofed.
+IDENTITY_HEADERS: tuple[str, ...] = (
+    "x-user-id",
+    "x-customer-id",
+    "x-roles",
+    "x-trial-mode",
+    "x-plan",
+    CORRELATION_HEADER,
+    "x-budget-remaining",
+    "x-authz-decision-id",
+)
+
+# The client's address as the hop vouches for it: set by Envoy (the Lua filter, from the
+# connection or, behind a trusted hop, from x-forwarded-for) on every listener, replacing any
+# client copy; the audit row's client_ip, the same Envoy's access log records.
+CLIENT_IP_HEADER = "x-client-ip"
+
+# Request headers the service reads from every check (its CheckContext, the authenticate
+# stage, the audit row). Envoy's ext_authz filter sends these plus the policy headers and
+# nothing else (`allowed_headers`): a client's big request costs Envoy and Python no more.
+CHECK_REQUEST_HEADERS: tuple[str, ...] = (
+    AUTHORIZATION_HEADER,
+    REQUEST_ID_HEADER,
+    CORRELATION_HEADER,
+    CAUSATION_HEADER,
+    CLIENT_IP_HEADER,
+    USER_AGENT_HEADER,
+)
