@@ -125,7 +125,7 @@ def render_config(
         out_dir / ENVOY_FLAGS: envoy_flags(config),
     }
     for name, entry in config.entry_points.items():
-        view = entry_point_view(config, name, revision, seen_by_envoy / name)
+        view = entry_point_view(config, runtime, name, seen_by_envoy / name)
         for listener in view["listeners"]:
             lua = env.get_template("request_ids.lua.j2")
             listener["lua"] = lua.render(view=view, listener=listener)

@@ -7,18 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway_contract.headers import CLIENT_IP_HEADER
-from gateway_contract.route_facts import (
-    CTX_BUDGET_COST,
-    CTX_BUDGET_METRIC,
-    CTX_CONFIG_REVISION,
-    CTX_GATEWAY_TYPE,
-    CTX_PAID_ONLY,
-    CTX_PERMISSION,
-    CTX_POLICY,
-    CTX_ROUTE_ID,
-    CTX_SHADOW,
+from gateway_contract.headers import (
+    CAUSATION_HEADER,
+    CLIENT_IP_HEADER,
+    CORRELATION_HEADER,
+    REQUEST_ID_HEADER,
 )
+from gateway_contract.route_facts import RouteFacts
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,49 +24,9 @@ class CheckContext:
     method: str
     path: str
     headers: Mapping[str, str]
-    context: Mapping[str, str]
+    route: RouteFacts  # what the matched route told the service
     client_ip: str | None = None
     received_at: float = field(default_factory=time.time)
-
-    @property
-    def gateway_type(self) -> str:
-        return self.context.get(CTX_GATEWAY_TYPE, "")
-
-    @property
-    def route_id(self) -> str:
-        return self.context.get(CTX_ROUTE_ID, "")
-
-    @property
-    def permission(self) -> str:
-        return self.context.get(CTX_PERMISSION, "")
-
-    @property
-    def policy_path(self) -> str:
-        return self.context.get(CTX_POLICY, "").strip("/")
-
-    @property
-    def paid_only(self) -> bool:
-        return self.context.get(CTX_PAID_ONLY, "false").lower() == "true"
-
-    @property
-    def budget_metric(self) -> str:
-        return self.context.get(CTX_BUDGET_METRIC, "")
-
-    @property
-    def budget_cost_text(self) -> str:
-        return self.context.get(CTX_BUDGET_COST, "1") or "1"
-
-    @property
-    def config_revision(self) -> str | None:
-        return self.context.get(CTX_CONFIG_REVISION) or None
-
-    @property
-    def shadow_stages(self) -> frozenset[str] | None:
-        """The stages the route runs in shadow mode; None when Envoy sent no `shadow` key."""
-        text = self.context.get(CTX_SHADOW)
-        if text is None:
-            return None
-        return frozenset(part.strip() for part in text.split(",") if part.strip())
 
     @property
     def path_only(self) -> str:
@@ -100,12 +55,12 @@ def context_from_check_request(request: Any) -> CheckContext:
         headers = {h.key.lower(): h.value or h.raw_value.decode() for h in http.header_map.headers}
     address = attributes.source.address.socket_address.address
     return CheckContext(
-        request_id=headers.get("x-request-id") or http.id,
-        correlation_id=headers.get("x-correlation-id") or None,
-        causation_id=headers.get("x-causation-id") or None,
+        request_id=headers.get(REQUEST_ID_HEADER) or http.id,
+        correlation_id=headers.get(CORRELATION_HEADER) or None,
+        causation_id=headers.get(CAUSATION_HEADER) or None,
         method=http.method,
         path=http.path,
         headers=headers,
-        context=dict(attributes.context_extensions),
+        route=RouteFacts.from_context_extensions(attributes.context_extensions),
         client_ip=client_address(headers.get(CLIENT_IP_HEADER, ""), address),
     )

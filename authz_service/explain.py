@@ -14,7 +14,8 @@ from authz_service.errors import Denial, ErrorCode, Stage
 from authz_service.pipeline import CheckOutcome, Pipeline, StageStep
 from authz_service.ports import BudgetConsumption, BudgetStore, BudgetWindow
 from authz_service.principal import Principal
-from authz_service.route_match import context_extensions, match_route
+from authz_service.route_match import match_route
+from gateway_contract.route_facts import RouteFacts, facts_of_route
 from gateway_contract.runtime import GatewayType, RuntimeConfig
 
 # the bearer value that stands for development-mode claims (never verified as a token)
@@ -109,7 +110,10 @@ class Explainer:
             result.allowed, result.status = True, 200
             result.stages.append(StageReport("route", "allow", "", "public route: no ext_authz"))
             return result
-        check = self._check(request, context_extensions(config, found, gateway_type))
+        # the facts of the hop that charges the budget: Explain shows the budget's state even
+        # for a CP/PP hop, whose own check sends none (the PLANT hop behind it charges)
+        facts = facts_of_route(config, found.route_id, gateway_type, charges_budget=True)
+        check = self._check(request, facts)
         out = await self._run(self._hypothetical(request, config), check)
         result.allowed = out.denial is None
         result.status = 200 if out.denial is None else out.denial.status
@@ -130,7 +134,7 @@ class Explainer:
         )
 
     @staticmethod
-    def _check(request: ExplainInput, context: dict[str, str]) -> CheckContext:
+    def _check(request: ExplainInput, facts: RouteFacts) -> CheckContext:
         headers = {k.lower(): v for k, v in request.headers.items()}
         token = CLAIMS_TOKEN if request.principal is not None else request.token
         if token:
@@ -142,7 +146,7 @@ class Explainer:
             method=request.method.upper(),
             path=request.path,
             headers=headers,
-            context=context,
+            route=facts,
             received_at=time.time(),
         )
 
@@ -177,9 +181,9 @@ def _report(
     if step.stage is Stage.AUTHENTICATE and principal is not None:
         report.data["principal"] = principal.policy_input() | {"issuer": principal.issuer}
     elif step.stage is Stage.AUTHORIZE and principal is not None:
-        held = _held(config, check.gateway_type, principal)
-        report.data |= {"permission_needed": check.permission, "permissions_held": held}
-    elif step.stage is Stage.POLICY and principal is not None and check.policy_path:
+        held = _held(config, check.route.gateway_type, principal)
+        report.data |= {"permission_needed": check.route.permission, "permissions_held": held}
+    elif step.stage is Stage.POLICY and principal is not None and check.route.policy_path:
         report.data["input"] = live.policy.build_input(check, principal)
         if out.policy is not None:
             report.data["result"] = {"allow": out.policy.allow, "reason": out.policy.reason}

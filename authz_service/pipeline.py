@@ -89,8 +89,8 @@ class Pipeline:
 
     def shadow_of(self, check: CheckContext, config: RuntimeConfig) -> frozenset[str]:
         """Envoy's `shadow` extension when sent, else the runtime config's list for the route."""
-        sent = check.shadow_stages
-        return sent if sent is not None else frozenset(config.shadow_stages(check.route_id))
+        sent = check.route.shadow
+        return frozenset(sent if sent is not None else config.shadow_stages(check.route.route_id))
 
     async def run(self, check: CheckContext, out: CheckOutcome | None = None) -> CheckOutcome:
         """Fill `out` (given by the caller so a timed-out check still shows what was learned)."""
@@ -149,8 +149,8 @@ class Pipeline:
         shadowed = next(s.denial for s in out.steps if s.stage is Stage.AUTHENTICATE)
         applies = {
             Stage.AUTHORIZE: True,
-            Stage.POLICY: bool(check.policy_path),
-            Stage.BUDGET: bool(check.budget_metric),
+            Stage.POLICY: bool(check.route.policy_path),
+            Stage.BUDGET: bool(check.route.budget_metric),
         }
         for stage, applicable in applies.items():
             if applicable and stage.value not in shadow:

@@ -1,4 +1,4 @@
-"""Find the route Envoy would pick for (gateway type, method, path), and its check's context.
+"""Find the route Envoy would pick for (gateway type, method, path).
 
 Mirrors the rendered Envoy routes (gateway_config/envoy_view.py): routes in config order, the
 first match wins; a method list is an exact match on :method; `exact` and `regex` (a full RE2
@@ -13,17 +13,6 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from gateway_contract.route_facts import (
-    CTX_BUDGET_COST,
-    CTX_BUDGET_METRIC,
-    CTX_CONFIG_REVISION,
-    CTX_GATEWAY_TYPE,
-    CTX_PAID_ONLY,
-    CTX_PERMISSION,
-    CTX_POLICY,
-    CTX_ROUTE_ID,
-    CTX_SHADOW,
-)
 from gateway_contract.runtime import GatewayType, PathMatch, RouteRule, RuntimeConfig
 
 
@@ -64,25 +53,3 @@ def match_route(
         if path_matches(rule.path, path):
             return MatchedRoute(route_id, rule)
     return None
-
-
-def context_extensions(
-    config: RuntimeConfig, route: MatchedRoute, gateway_type: GatewayType
-) -> dict[str, str]:
-    """The context extensions the rendered config sends with a check on this route.
-
-    The budget is included whatever the gateway type: Explain describes the hop that charges
-    it (a CP/PP hop forwarding via PLANT sends none; the PLANT hop behind it charges).
-    """
-    rule = route.rule
-    return {
-        CTX_GATEWAY_TYPE: gateway_type.value,
-        CTX_ROUTE_ID: route.route_id,
-        CTX_PERMISSION: rule.permission or "",
-        CTX_POLICY: rule.policy or "",
-        CTX_PAID_ONLY: "true" if rule.paid_only else "false",
-        CTX_BUDGET_METRIC: rule.budget.metric if rule.budget else "",
-        CTX_BUDGET_COST: str(rule.budget.cost) if rule.budget else "0",
-        CTX_CONFIG_REVISION: config.revision,
-        CTX_SHADOW: ",".join(config.shadow_stages(route.route_id)),
-    }

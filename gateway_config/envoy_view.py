@@ -15,17 +15,8 @@ from gateway_contract.headers import (
     CORRELATION_HEADER,
     IDENTITY_HEADERS,
 )
-from gateway_contract.route_facts import (
-    CTX_BUDGET_COST,
-    CTX_BUDGET_METRIC,
-    CTX_CONFIG_REVISION,
-    CTX_GATEWAY_TYPE,
-    CTX_PAID_ONLY,
-    CTX_PERMISSION,
-    CTX_POLICY,
-    CTX_ROUTE_ID,
-    CTX_SHADOW,
-)
+from gateway_contract.route_facts import facts_of_route
+from gateway_contract.runtime import RuntimeConfig
 
 AUTHZ_CLUSTER = "authz"
 # Google's metadata server, which mints the ID tokens of gcp_authn (Cloud Run, GKE).
@@ -103,24 +94,6 @@ def _envoy_match(route: Route) -> dict[str, Any]:
             {"name": ":method", "string_match": {"safe_regex": {"regex": f"^({methods})$"}}}
         ]
     return match
-
-
-def _context_extensions(
-    config: GatewayConfig, entry: EntryPoint, route: Route, revision: str
-) -> dict[str, str]:
-    # The budget is charged once, by the hop that reaches the upstream (PLANT), not per hop.
-    charges_budget = route.budget is not None and entry.via is None
-    return {
-        CTX_GATEWAY_TYPE: str(entry.gateway_type),
-        CTX_ROUTE_ID: route.id,
-        CTX_PERMISSION: route.permission or "",
-        CTX_POLICY: route.policy or "",
-        CTX_PAID_ONLY: "true" if route.paid_only else "false",
-        CTX_BUDGET_METRIC: route.budget.metric if route.budget and charges_budget else "",
-        CTX_BUDGET_COST: str(route.budget.units) if route.budget and charges_budget else "0",
-        CTX_CONFIG_REVISION: revision,
-        CTX_SHADOW: ",".join(config.shadow_stages(route)),
-    }
 
 
 def _gateway_cluster_name(entry_name: str) -> str:
@@ -216,12 +189,14 @@ def _limits(config: GatewayConfig) -> dict[str, Any]:
 
 def _route_views(
     config: GatewayConfig,
+    runtime: RuntimeConfig,
     entry: EntryPoint,
     routes: list[Route],
-    revision: str,
     clusters: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     by_name = {cluster["name"]: cluster for cluster in clusters}
+    # the budget is charged once, by the hop that reaches the upstream (PLANT), not per hop
+    charges_budget = entry.via is None
     return [
         {
             "id": route.id,
@@ -231,14 +206,16 @@ def _route_views(
             "timeout": _seconds(route.timeout_ms or config.limits.request_timeout_ms),
             "public": route.public,
             "max_request_bytes": route.max_request_bytes,
-            "context_extensions": _context_extensions(config, entry, route, revision),
+            "context_extensions": facts_of_route(
+                runtime, route.id, entry.gateway_type, charges_budget=charges_budget
+            ).to_context_extensions(),
         }
         for route in routes
     ]
 
 
 def entry_point_view(
-    config: GatewayConfig, name: str, revision: str, config_dir: Path
+    config: GatewayConfig, runtime: RuntimeConfig, name: str, config_dir: Path
 ) -> dict[str, Any]:
     """Everything the bootstrap, lds, cds and rds templates need for one entry point."""
     entry = config.entry_points[name]
@@ -278,5 +255,5 @@ def entry_point_view(
             "cluster": GCP_METADATA_CLUSTER,
             "header": ID_TOKEN_HEADER,
         },
-        "routes": _route_views(config, entry, routes, revision, clusters),
+        "routes": _route_views(config, runtime, entry, routes, clusters),
     }

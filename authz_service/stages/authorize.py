@@ -20,14 +20,14 @@ async def authorize(
     check: CheckContext, principal: Principal, config: RuntimeConfig
 ) -> Denial | None:
     try:
-        gateway_type = GatewayType(check.gateway_type)
+        gateway_type = GatewayType(check.route.gateway_type)
     except ValueError:
         return Denial(
             ErrorCode.ROUTE_MISCONFIGURED,
             Stage.AUTHORIZE,
             "the route sends no valid gateway_type",
         )
-    permission = check.permission
+    permission = check.route.permission
     if not permission:
         return Denial(
             ErrorCode.ROUTE_MISCONFIGURED, Stage.AUTHORIZE, "the route sends no permission"

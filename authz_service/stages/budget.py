@@ -100,13 +100,9 @@ async def consume_budget(
     clock: Callable[[], float] = time.time,
 ) -> BudgetResult | Denial | None:
     """None when the route consumes no budget; the result when allowed; a 402 when exceeded."""
-    metric = check.budget_metric
+    metric, cost = check.route.budget_metric, check.route.budget_cost
     if not metric:
         return None
-    try:
-        cost = int(check.budget_cost_text)
-    except ValueError:
-        cost = 0
     if cost < 1:
         return Denial(
             ErrorCode.ROUTE_MISCONFIGURED, Stage.BUDGET, "the route's budget_cost is invalid"

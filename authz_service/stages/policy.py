@@ -67,9 +67,9 @@ class PolicyEvaluator:
             "request": {
                 "method": check.method,
                 "path": check.path_only,
-                "route_id": check.route_id,
-                "gateway_type": check.gateway_type,
-                "paid_only": check.paid_only,
+                "route_id": check.route.route_id,
+                "gateway_type": check.route.gateway_type,
+                "paid_only": check.route.paid_only,
                 "headers": {k: check.headers[k] for k in self.headers if k in check.headers},
             },
         }
@@ -111,7 +111,7 @@ async def evaluate_policy(
     check: CheckContext, principal: Principal, evaluator: PolicyEvaluator
 ) -> PolicyDecision | Denial | None:
     """None when the route has no policy; the decision when allowed; a 403 denial otherwise."""
-    path = check.policy_path
+    path = check.route.policy_path
     if not path:
         return None
     decision = await evaluator.decide(path, evaluator.build_input(check, principal), principal)

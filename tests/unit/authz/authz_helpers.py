@@ -24,6 +24,7 @@ from authz_service.ports import BudgetConsumption, BudgetWindow
 from authz_service.settings import IssuerConfig
 from authz_service.stages.policy import PolicyEvaluator
 from authz_service.tokens import TokenVerifier, TrustedIssuer
+from gateway_contract.route_facts import RouteFacts
 from gateway_contract.runtime import RuntimeConfig
 
 HS_ISSUER = "https://dev.test"
@@ -150,16 +151,18 @@ def check_context(
         method="GET",
         path="/api/v1/orders?page=2",
         headers=all_headers,
-        context={
-            "gateway_type": gateway_type,
-            "route_id": "orders-list",
-            "permission": permission,
-            "policy": policy,
-            "paid_only": "true" if paid_only else "false",
-            "budget_metric": budget_metric,
-            "budget_cost": budget_cost,
-            "config_revision": "rev-1",
-        },
+        route=RouteFacts.from_context_extensions(
+            {
+                "gateway_type": gateway_type,
+                "route_id": "orders-list",
+                "permission": permission,
+                "policy": policy,
+                "paid_only": "true" if paid_only else "false",
+                "budget_metric": budget_metric,
+                "budget_cost": budget_cost,
+                "config_revision": "rev-1",
+            }
+        ),
         received_at=time.time(),
     )
 
