@@ -14,7 +14,7 @@ from authz_service.errors import Denial, ErrorCode, Stage
 from authz_service.pipeline import CheckOutcome, Pipeline, StageStep
 from authz_service.ports import BudgetConsumption, BudgetStore, BudgetWindow
 from authz_service.principal import Principal
-from authz_service.route_match import match_route
+from gateway_contract.matcher import MatchedRoute, envoy_path, match_route
 from gateway_contract.route_facts import RouteFacts, facts_of_route
 from gateway_contract.runtime import GatewayType, RuntimeConfig
 
@@ -97,24 +97,21 @@ class Explainer:
         if not request.method or not request.path.startswith("/"):
             raise ExplainInputError("method and an absolute path are required")
         live = self._pipeline
-        config, policy_revision = live.config, live.policy.revision
-        found = match_route(config, gateway_type, request.method.upper(), request.path)
-        result = Explanation("", False, 404, config.revision, policy_revision)
-        if found is None:
-            result.stages.append(
-                StageReport("route", "deny", "route_not_found", "no route matches")
-            )
-            return result
-        result.route_id = found.route_id
-        if found.rule.public:
-            result.allowed, result.status = True, 200
-            result.stages.append(StageReport("route", "allow", "", "public route: no ext_authz"))
+        config = live.config
+        result = Explanation("", False, 404, config.revision, live.policy.revision)
+        # the path as Envoy routes it and sends it to the check (normalized), if it takes it
+        path = envoy_path(request.path)
+        method = request.method.upper()
+        found = None if path is None else match_route(config, gateway_type, method, path)
+        if path is None or found is None or found.rule.public:
+            result.stages.append(_route_report(result, path, found))
             return result
         # the facts of the hop that charges the budget: Explain shows the budget's state even
         # for a CP/PP hop, whose own check sends none (the PLANT hop behind it charges)
         facts = facts_of_route(config, found.route_id, gateway_type, charges_budget=True)
-        check = self._check(request, facts)
+        check = self._check(request, path, facts)
         out = await self._run(self._hypothetical(request, config), check)
+        result.route_id = found.route_id
         result.allowed = out.denial is None
         result.status = 200 if out.denial is None else out.denial.status
         result.stages = [_report(step, out, check, config, live) for step in out.steps]
@@ -134,7 +131,7 @@ class Explainer:
         )
 
     @staticmethod
-    def _check(request: ExplainInput, facts: RouteFacts) -> CheckContext:
+    def _check(request: ExplainInput, path: str, facts: RouteFacts) -> CheckContext:
         headers = {k.lower(): v for k, v in request.headers.items()}
         token = CLAIMS_TOKEN if request.principal is not None else request.token
         if token:
@@ -144,7 +141,7 @@ class Explainer:
             correlation_id=headers.get("x-correlation-id"),
             causation_id=None,
             method=request.method.upper(),
-            path=request.path,
+            path=path,
             headers=headers,
             route=facts,
             received_at=time.time(),
@@ -163,6 +160,18 @@ class Explainer:
             )
             out.steps.append(StageStep(Stage.INTERNAL, "deny", out.denial))
         return out
+
+
+def _route_report(result: Explanation, path: str | None, found: MatchedRoute | None) -> StageReport:
+    """The answer Envoy gives without a check: a path it refuses, no route, a public route."""
+    if path is None:
+        result.status = 400
+        return StageReport("route", "deny", "bad_request", "Envoy refuses this path (400)")
+    if found is None:
+        return StageReport("route", "deny", "route_not_found", "no route matches")
+    result.route_id = found.route_id
+    result.allowed, result.status = True, 200
+    return StageReport("route", "allow", "", "public route: no ext_authz")
 
 
 def _report(

@@ -13,10 +13,10 @@ from authz_service.adapters.regopy_engine import RegopyEngine
 from authz_service.explain import Explainer, ExplainInput, ExplainInputError
 from authz_service.pipeline import Pipeline
 from authz_service.principal import principal_from_claims
-from authz_service.route_match import match_route, path_matches
 from authz_service.servicer import AuthorizationService
 from authz_service.stages.policy import PolicyEvaluator
 from authz_service.tokens import TokenVerifier
+from gateway_contract.matcher import match_route, path_matches
 from gateway_contract.runtime import GatewayType, PathMatch, RuntimeConfig
 from tests.authz_explain_cases import (
     RUNTIME,
@@ -133,3 +133,24 @@ async def test_bad_gateway_type_is_an_input_error(
     pipeline, _ = _parts(engine, verifier)
     with pytest.raises(ExplainInputError, match="gateway_type"):
         await Explainer(pipeline, timeout_seconds=1.0).explain(ExplainInput("XX", "GET", "/"))
+
+
+@pytest.mark.parametrize(
+    ("path", "route_id", "status"),
+    [
+        # Envoy normalizes before it routes: Explain answers for the route Envoy picks
+        ("/api//v1/./orders", "orders-list", 401),
+        ("/api/v1/x/../%6Frders/7", "orders-list", 401),
+        ("/api/v1/ordersx", "", 404),
+        # an escaped slash is Envoy's 400, before any route or check
+        ("/api/v1/orders%2F7", "", 400),
+    ],
+)
+async def test_explain_routes_the_path_as_envoy_does(
+    engine: RegopyEngine, verifier: TokenVerifier, path: str, route_id: str, status: int
+) -> None:
+    pipeline, _ = _parts(engine, verifier)
+    explained = await Explainer(pipeline, timeout_seconds=2.0).explain(
+        ExplainInput("PLANT", "GET", path)
+    )
+    assert (explained.route_id, explained.status, explained.allowed) == (route_id, status, False)
