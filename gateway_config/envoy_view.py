@@ -15,6 +15,7 @@ from gateway_contract.headers import (
     CORRELATION_HEADER,
     IDENTITY_HEADERS,
 )
+from gateway_contract.matcher import ENVOY_PATH_HANDLING, envoy_route_match
 from gateway_contract.route_facts import facts_of_route
 from gateway_contract.runtime import RuntimeConfig
 
@@ -76,24 +77,6 @@ def _cluster(
             "healthy_threshold": health_check.healthy_threshold,
         },
     }
-
-
-def _envoy_match(route: Route) -> dict[str, Any]:
-    match: dict[str, Any]
-    if route.match.prefix is not None:
-        prefix = route.match.prefix
-        # path_separated_prefix: /api/v1/orders matches /api/v1/orders/7, not /api/v1/ordersx
-        match = {"prefix": prefix} if prefix.endswith("/") else {"path_separated_prefix": prefix}
-    elif route.match.path is not None:
-        match = {"path": route.match.path}
-    else:
-        match = {"safe_regex": {"regex": route.match.regex}}
-    if route.match.methods:
-        methods = "|".join(route.match.methods)
-        match["headers"] = [
-            {"name": ":method", "string_match": {"safe_regex": {"regex": f"^({methods})$"}}}
-        ]
-    return match
 
 
 def _gateway_cluster_name(entry_name: str) -> str:
@@ -200,7 +183,7 @@ def _route_views(
     return [
         {
             "id": route.id,
-            "match": _envoy_match(route),
+            "match": envoy_route_match(runtime.routes[route.id]),
             "cluster": _route_cluster(entry, route),
             "host_rewrite": _host_rewrite(by_name[_route_cluster(entry, route)]),
             "timeout": _seconds(route.timeout_ms or config.limits.request_timeout_ms),
@@ -248,6 +231,7 @@ def entry_point_view(
             "request_headers": list(config.authz.check_request_headers()),
         },
         "limits": _limits(config),
+        "path_handling": ENVOY_PATH_HANDLING,
         "clusters": clusters,
         "tls_ca_file": config.tls_ca_file,
         "id_tokens": {
