@@ -1,0 +1,197 @@
+"""The real Envoy against the contract's matcher: same route, same facts, for every request.
+
+config/gateway.yaml plus tests/support/route_cases.py's routes is rendered and run in the
+three real Envoys. In the authz service's place a recorder keeps every CheckRequest (the
+path Envoy sends and the route's context extensions) and refuses it, so nothing is forwarded
+past the checking hop. For every entry point, method and request target of the table, Envoy's
+own choice (the route name in its access log, the check it made) must be what
+`gateway_contract.matcher` predicts: `envoy_path` (None: Envoy answers 400), then
+`match_route`, then `facts_of_route` for the facts.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import orjson
+import pytest
+from envoy.service.auth.v3 import external_auth_pb2 as ext
+from envoy.service.auth.v3.external_auth_pb2_grpc import (
+    AuthorizationServicer,
+    add_AuthorizationServicer_to_server,
+)
+from envoy.type.v3.http_status_pb2 import HttpStatus
+from google.rpc import code_pb2, status_pb2
+
+from gateway_config import load_gateway_config
+from gateway_contract.matcher import envoy_path, match_route
+from gateway_contract.route_facts import facts_of_route
+from gateway_contract.runtime import load_runtime_config
+from tests.e2e.conftest import TEST_ROUTES, GatewayStack, StackOptions
+from tests.support.route_cases import EXTRA_ROUTES, METHODS, TARGETS
+
+ENTRY_POINTS = ("plant", "cp", "pp")
+
+
+@dataclass(frozen=True)
+class SeenCheck:
+    method: str
+    path: str
+    context: dict[str, str]
+
+
+class CheckRecorder(AuthorizationServicer):  # type: ignore[misc]
+    """Keeps what Envoy sent, by the client's correlation id, and refuses every check."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, list[SeenCheck]] = {}
+        self._lock = threading.Lock()
+
+    def Check(self, request: ext.CheckRequest, context: Any) -> ext.CheckResponse:  # noqa: N802
+        http = request.attributes.request.http
+        check = SeenCheck(http.method, http.path, dict(request.attributes.context_extensions))
+        with self._lock:
+            self.seen.setdefault(http.headers.get("x-correlation-id", ""), []).append(check)
+        return ext.CheckResponse(
+            status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED),
+            denied_response=ext.DeniedHttpResponse(status=HttpStatus(code=403)),
+        )
+
+
+@pytest.fixture(scope="module")
+def gateway_stack_options() -> StackOptions:
+    return StackOptions(with_authz=False, extra_routes=[*TEST_ROUTES, *EXTRA_ROUTES])
+
+
+@pytest.fixture(scope="module")
+def recorder(gateway_stack: GatewayStack) -> Iterator[CheckRecorder]:
+    """On the authz port of the stack, which runs no authz service."""
+    recording = CheckRecorder()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    add_AuthorizationServicer_to_server(recording, server)
+    server.add_insecure_port(f"127.0.0.1:{gateway_stack.ports['authz']}")
+    server.start()
+    try:
+        yield recording
+    finally:
+        server.stop(grace=None)
+
+
+def _send_raw(port: int, method: str, target: str, correlation_id: str) -> tuple[int, bytes]:
+    """One request with the target written byte for byte into the request line."""
+    head = (
+        f"{method} {target} HTTP/1.1\r\nhost: gateway.test\r\nx-correlation-id: {correlation_id}"
+        "\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(head.encode("latin-1"))
+        reply = b""
+        while chunk := client.recv(65536):
+            reply += chunk
+    status_line, _, rest = reply.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+def _logged_routes(stack: GatewayStack, entry: str) -> dict[str, str | None]:
+    """correlation id -> the route name Envoy logged (None: no route)."""
+    path = stack.access_log_dir / f"{entry}.log"
+    routes: dict[str, str | None] = {}
+    if not path.exists():
+        return routes  # Envoy has not flushed its first line yet
+    # only whole lines: the last one may still be being written
+    for line in path.read_bytes().split(b"\n")[:-1]:
+        record = orjson.loads(line)
+        route = record.get("route_id")
+        routes[record.get("correlation_id") or ""] = None if route in (None, "", "-") else route
+    return routes
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float) -> None:
+    """Poll a condition (local: tests/support's `eventually` is the other branch's to add)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class Sent:
+    entry: str
+    method: str
+    target: str
+    correlation_id: str
+    status: int
+    body: bytes
+
+
+def _send_table(stack: GatewayStack) -> list[Sent]:
+    sent = []
+    for entry in ENTRY_POINTS:
+        for target in TARGETS:
+            for method in METHODS:
+                correlation_id = str(uuid.uuid4())
+                status, body = _send_raw(stack.ports[entry], method, target, correlation_id)
+                sent.append(Sent(entry, method, target, correlation_id, status, body))
+    return sent
+
+
+def test_envoy_picks_the_matchers_route_with_the_contracts_facts(
+    gateway_stack: GatewayStack, recorder: CheckRecorder
+) -> None:
+    config = load_gateway_config(gateway_stack.config_path)
+    runtime = load_runtime_config(gateway_stack.runtime_config_path)
+    sent = _send_table(gateway_stack)
+    routed = [s for s in sent if (envoy_path(s.target) or "/ready").split("?")[0] != "/ready"]
+    _wait_for(
+        lambda: all(s.correlation_id in _logged_routes(gateway_stack, s.entry) for s in routed),
+        "every routed request in its Envoy's access log",
+        timeout=20,
+    )
+    logged = {entry: _logged_routes(gateway_stack, entry) for entry in ENTRY_POINTS}
+    disagreements = []
+    for request in sent:
+        entry = config.entry_points[request.entry]
+        seen = recorder.seen.get(request.correlation_id, [])
+        path = envoy_path(request.target)
+        found = (
+            None if path is None else match_route(runtime, entry.gateway_type, request.method, path)
+        )
+        what = f"{request.entry} {request.method} {request.target!r}"
+        if path is None:
+            envoy = (request.status, seen)
+            if envoy != (400, []):
+                disagreements.append(f"{what}: Envoy {envoy}, matcher: refused (400)")
+            continue
+        if path.split("?")[0] == entry.readiness_path:
+            if (request.status, seen) != (200, []) or b"ready" not in request.body:
+                disagreements.append(f"{what}: Envoy {request.status}, not its readiness route")
+            continue
+        envoy_route = logged[request.entry][request.correlation_id]
+        predicted = "no-route" if found is None else found.route_id
+        if envoy_route != predicted:
+            disagreements.append(f"{what}: Envoy picked {envoy_route}, matcher {predicted}")
+            continue
+        expected: list[SeenCheck] = []
+        if found is not None and not found.rule.public:
+            facts = facts_of_route(
+                runtime, found.route_id, entry.gateway_type, charges_budget=entry.via is None
+            )
+            expected = [SeenCheck(request.method, path, facts.to_context_extensions())]
+        if seen != expected:
+            disagreements.append(f"{what}: Envoy checked {seen}, contract says {expected}")
+    assert disagreements == [], f"{len(disagreements)} of {len(sent)}:\n" + "\n".join(
+        disagreements[:40]
+    )
+    # the table reached every kind of answer: checked, public, no route, refused
+    statuses = {request.status for request in sent}
+    assert {403, 404, 400, 200} <= statuses
+    assert len(recorder.seen) > len(sent) // 4
