@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -46,6 +48,42 @@ CTX_BUDGET_COST = "budget_cost"
 CTX_CONFIG_REVISION = "config_revision"
 # Comma-separated stages the route runs in shadow mode (evaluate and record, never deny).
 CTX_SHADOW = "shadow"
+
+# --- the HTTP ext_authz transport (Envoy `http_service`): how the same facts travel ---
+# Envoy sends every check to the service under this prefix (`http_service.path_prefix`), so
+# a check of any path can never be mistaken for the service's own endpoints (/health).
+HTTP_CHECK_PATH_PREFIX = "/check"
+# The route's context extensions, urlencoded into one string of the route's metadata
+# (`metadata.filter_metadata[ROUTE_FACTS_NAMESPACE][ROUTE_FACTS_KEY]`) and sent by Envoy as
+# this header through a `%METADATA(ROUTE:...)%` formatter in `headers_to_add`, which
+# overrides any client value of the same name: the service never re-matches routes.
+ROUTE_FACTS_NAMESPACE = "gateway.authz"
+ROUTE_FACTS_KEY = "facts"
+ROUTE_FACTS_HEADER = "x-authz-route"
+# The downstream peer Envoy saw (the gRPC CheckRequest's source address).
+PEER_HEADER = "x-authz-peer"
+# The service's decision (allow|deny), put into Envoy's dynamic metadata for the access log.
+DECISION_HEADER = "x-authz-decision"
+# The headers Envoy adds to every HTTP check itself (never copied from the client).
+HTTP_CHECK_ADDED_HEADERS: tuple[str, ...] = (ROUTE_FACTS_HEADER, PEER_HEADER)
+# The headers of a denial Envoy passes to the client (the problem's own, and the id to quote).
+DENIAL_CLIENT_HEADERS: tuple[str, ...] = (
+    "content-type",
+    "cache-control",
+    "www-authenticate",
+    "retry-after",
+    "x-correlation-id",
+)
+
+
+def encode_route_facts(facts: Mapping[str, str]) -> str:
+    """The route-metadata string of a route's context extensions (keys in a fixed order)."""
+    return urlencode(sorted(facts.items()))
+
+
+def decode_route_facts(text: str) -> dict[str, str]:
+    """The context extensions of a ROUTE_FACTS_HEADER value; ValueError when malformed."""
+    return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=True))
 
 
 class GatewayType(StrEnum):
