@@ -150,6 +150,8 @@ class HttpConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._head_started = None
+        if self._parser.should_upgrade():
+            self._fail(400, "bad_request", "protocol upgrades are not accepted")
         length = self._headers.get("content-length")
         if "transfer-encoding" in self._headers or (length is not None and length != "0"):
             self._fail(400, "bad_request", "a check request has no body")

@@ -82,7 +82,12 @@ def encode_route_facts(facts: Mapping[str, str]) -> str:
 
 
 def decode_route_facts(text: str) -> dict[str, str]:
-    """The context extensions of a ROUTE_FACTS_HEADER value; ValueError when malformed."""
+    """The context extensions of a ROUTE_FACTS_HEADER value; ValueError when malformed.
+
+    The encoding never holds a comma: a value with one is two headers joined (ambiguous).
+    """
+    if "," in text:
+        raise ValueError("route facts sent more than once")
     return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=True))
 
 

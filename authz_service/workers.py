@@ -107,6 +107,7 @@ class Supervisor:
 
     def run(self) -> int:
         reader, writer = os.pipe()
+        os.set_blocking(reader, False)
         os.set_blocking(writer, False)
         previous_fd = signal.set_wakeup_fd(writer)
 
