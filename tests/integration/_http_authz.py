@@ -198,7 +198,13 @@ def service_process(workdir: Path, env: dict[str, str]) -> Iterator[ServiceProce
         )
     service = ServiceProcess(port, workdir / "journal", process, log_path, settings)
     try:
-        wait_until(lambda: process.poll() is None and service.serving(), "the HTTP /health")
+
+        def serving() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"the service exited with {process.returncode}")
+            return service.serving()
+
+        wait_until(serving, "the HTTP /health")
         yield service
     except AssertionError:
         raise AssertionError(log_path.read_text(errors="replace")[-3000:]) from None
