@@ -101,8 +101,7 @@ def denied_response(denial: Denial, check: CheckContext, *, head_only: bool, clo
     headers = denial.response_headers()
     if check.correlation_id is not None:
         headers.append(("x-correlation-id", check.correlation_id))
-    decision = "error" if denial.status >= 500 else "deny"
-    headers.append((DECISION_HEADER, decision))
+    headers.append((DECISION_HEADER, "deny"))  # as the gRPC answer's metadata says
     return response(denial.status, headers, b"" if head_only else body, len(body), close=close)
 
 

@@ -14,18 +14,25 @@ import orjson
 
 from authz_service.audit.chain import EPOCH, micros
 from authz_service.audit.clean import completion_row
+from authz_service.runtime_config import DECISION_HEADER
 
 # the ext_authz filter puts the service's dynamic metadata under its own name
 AUTHZ_METADATA = "envoy.filters.http.ext_authz"
+# the key of the decision there: the gRPC answer's own metadata, or the HTTP answer's header
+# (`dynamic_metadata_from_headers` keeps the header's name)
+DECISION_KEYS = {"grpc": "decision", "http": DECISION_HEADER}
 # Envoy's local-reply details when the check failed (timeout, service down) or was denied
 AUTHZ_DETAILS_PREFIX = "ext_authz"
 EPOCH_ORDINAL = EPOCH.toordinal()
 
 
-def log_format(gateway_type: str, request_key: str, correlation_id: str) -> dict[str, str]:
+def log_format(
+    gateway_type: str, request_key: str, correlation_id: str, *, transport: str = "grpc"
+) -> dict[str, str]:
     """The json_format of the file access log (values are Envoy command operators).
 
     Fields are named after the audit columns they fill, so a parsed line needs no renaming.
+    `transport` is the ext_authz transport (grpc|http): where the decision is found.
     """
     return {
         "request_id": request_key,
@@ -47,7 +54,7 @@ def log_format(gateway_type: str, request_key: str, correlation_id: str) -> dict
         "upstream_host": "%UPSTREAM_HOST%",
         "client_ip": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
         "user_agent": "%REQ(user-agent)%",
-        "authz_decision": f"%DYNAMIC_METADATA({AUTHZ_METADATA}:decision)%",
+        "authz_decision": f"%DYNAMIC_METADATA({AUTHZ_METADATA}:{DECISION_KEYS[transport]})%",
     }
 
 
