@@ -131,7 +131,9 @@ def render_config(
             "revision": revision,
             "correlation_id": correlation_id,
             "request_key": request_key,
-            "access_log_format": log_format(gateway_type, request_key, correlation_id),
+            "access_log_format": log_format(
+                gateway_type, request_key, correlation_id, transport=config.authz.transport
+            ),
         }
         for kind in DYNAMIC_FILES:
             text = env.get_template(f"{kind}.yaml.j2").render(

@@ -18,12 +18,21 @@ from authz_service.runtime_config import (
     CTX_POLICY,
     CTX_ROUTE_ID,
     CTX_SHADOW,
+    DECISION_HEADER,
+    DENIAL_CLIENT_HEADERS,
+    HTTP_CHECK_PATH_PREFIX,
     IDENTITY_HEADERS,
+    PEER_HEADER,
+    ROUTE_FACTS_HEADER,
+    ROUTE_FACTS_KEY,
+    ROUTE_FACTS_NAMESPACE,
+    encode_route_facts,
 )
 from gateway_config.local_replies import UNSUPPORTED_METHOD_DETAIL, UPSTREAM_ERROR
 from gateway_config.models import HTTP_METHODS, EntryPoint, GatewayConfig, HealthCheck, Route
 
 AUTHZ_CLUSTER = "authz"
+AUTHZ_HTTP_IDLE_TIMEOUT = "60s"
 CORRELATION_HEADER = "x-correlation-id"
 CAUSATION_HEADER = "x-causation-id"
 # Google's metadata server, which mints the ID tokens of gcp_authn (Cloud Run, GKE).
@@ -60,6 +69,7 @@ def _cluster(
     connect_timeout_ms: int,
     *,
     http2: bool = False,
+    idle_timeout: str | None = None,
     health_check: HealthCheck | None = None,
     tls: bool = False,
     id_token_audience: str | None = None,
@@ -76,6 +86,7 @@ def _cluster(
         "port": port,
         "connect_timeout": _seconds(connect_timeout_ms),
         "http2": http2,
+        "idle_timeout": idle_timeout,
         "tls": tls,
         "id_token_audience": id_token_audience,
         "health_check": None
@@ -181,8 +192,12 @@ def _forward_target(config: GatewayConfig, entry: EntryPoint) -> tuple[str, int]
 def _clusters(config: GatewayConfig, entry: EntryPoint, routes: list[Route]) -> list[Any]:
     """The authz service, then the entry point it forwards to or the routes' upstreams."""
     authz = config.authz
+    # HTTP/1.1 to the HTTP transport: below the service's own idle timeout (300 s), so Envoy
+    # never sends a check on a connection the service is closing
+    http = authz.transport == "http"
+    idle = AUTHZ_HTTP_IDLE_TIMEOUT if http else None
     clusters = [_cluster(AUTHZ_CLUSTER, authz.host, authz.port, authz.connect_timeout_ms,
-                         http2=True)]  # fmt: skip
+                         http2=not http, idle_timeout=idle)]  # fmt: skip
     if entry.via is not None:
         target = config.entry_points[entry.via]
         host, port = _forward_target(config, entry)
@@ -233,10 +248,36 @@ def _route_views(
             "timeout": _seconds(route.timeout_ms or config.limits.request_timeout_ms),
             "public": route.public,
             "max_request_bytes": route.max_request_bytes,
-            "context_extensions": _context_extensions(config, entry, route, revision),
+            **_facts(_context_extensions(config, entry, route, revision)),
         }
         for route in routes
     ]
+
+
+def _facts(context: dict[str, str]) -> dict[str, Any]:
+    """A route's facts for either transport: the gRPC check's context extensions, and the
+    same map encoded once into the route metadata the HTTP check's header is read from."""
+    return {"context_extensions": context, "route_facts": encode_route_facts(context)}
+
+
+def _authz_view(config: GatewayConfig) -> dict[str, Any]:
+    authz = config.authz
+    return {
+        "cluster": AUTHZ_CLUSTER,
+        "transport": authz.transport,
+        "timeout": _seconds(authz.timeout_ms),
+        "request_headers": list(authz.check_request_headers()),
+        # the HTTP transport: where checks go, the facts' header, what goes where back
+        "path_prefix": HTTP_CHECK_PATH_PREFIX,
+        "facts_header": ROUTE_FACTS_HEADER,
+        "facts_namespace": ROUTE_FACTS_NAMESPACE,
+        "facts_key": ROUTE_FACTS_KEY,
+        "facts_formatter": f"%METADATA(ROUTE:{ROUTE_FACTS_NAMESPACE}:{ROUTE_FACTS_KEY})%",
+        "peer_header": PEER_HEADER,
+        "decision_header": DECISION_HEADER,
+        "upstream_headers": list(IDENTITY_HEADERS),
+        "client_headers": list(DENIAL_CLIENT_HEADERS),
+    }
 
 
 def entry_point_view(
@@ -266,11 +307,7 @@ def entry_point_view(
             # readiness probes (other hops' health checks of this one) are not requests
             "filter": f"!(has(xds.route_name) && xds.route_name == '{READINESS_ROUTE}')",
         },
-        "authz": {
-            "cluster": AUTHZ_CLUSTER,
-            "timeout": _seconds(config.authz.timeout_ms),
-            "request_headers": list(config.authz.check_request_headers()),
-        },
+        "authz": _authz_view(config),
         "limits": _limits(config),
         "clusters": clusters,
         "tls_ca_file": config.tls_ca_file,
