@@ -19,6 +19,7 @@ from authz_service.check_context import CheckContext, client_address
 from authz_service.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE, Denial
 from authz_service.runtime_config import (
     DECISION_HEADER,
+    HTTP_UNAVAILABLE_STATUS,
     HTTP_CHECK_PATH_PREFIX,
     PEER_HEADER,
     ROUTE_FACTS_HEADER,
@@ -102,7 +103,8 @@ def denied_response(denial: Denial, check: CheckContext, *, head_only: bool, clo
     if check.correlation_id is not None:
         headers.append(("x-correlation-id", check.correlation_id))
     headers.append((DECISION_HEADER, "deny"))  # as the gRPC answer's metadata says
-    return response(denial.status, headers, b"" if head_only else body, len(body), close=close)
+    status = HTTP_UNAVAILABLE_STATUS if denial.status == 503 else denial.status
+    return response(status, headers, b"" if head_only else body, len(body), close=close)
 
 
 def response(

@@ -64,6 +64,11 @@ ROUTE_FACTS_HEADER = "x-authz-route"
 PEER_HEADER = "x-authz-peer"
 # The service's decision (allow|deny), put into Envoy's dynamic metadata for the access log.
 DECISION_HEADER = "x-authz-decision"
+# Envoy's http_service takes any 5xx answer for the service failing and drops its body (the
+# client would get Envoy's own `authz_unavailable`, not the denial's problem). So a denial
+# whose status is 503 goes to Envoy with this status (unassigned in HTTP), and render's first
+# local-reply mapper turns exactly these authz denials back into a 503 keeping the body.
+HTTP_UNAVAILABLE_STATUS = 460
 # The headers Envoy adds to every HTTP check itself (never copied from the client).
 HTTP_CHECK_ADDED_HEADERS: tuple[str, ...] = (ROUTE_FACTS_HEADER, PEER_HEADER)
 # The headers of a denial Envoy passes to the client (the problem's own, and the id to quote).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from authz_service.runtime_config import HTTP_UNAVAILABLE_STATUS
 from gateway_config.models import HTTP_METHODS
 
 # Envoy's details of a local reply the gateway's Lua filter sent (request_ids.lua.j2); its
@@ -29,6 +30,7 @@ class LocalReply:
     title: str
     detail: str = "%RESPONSE_CODE_DETAILS%"
     rewrite_status: bool = False
+    keep_body: bool = False  # only the status changes: the authz service's body stays
 
     @property
     def status_json(self) -> str:
@@ -47,6 +49,10 @@ UNSUPPORTED_METHOD_DETAIL = f"the gateway routes only {', '.join(HTTP_METHODS)}"
 UPSTREAM_ERROR = ("upstream_error", "Upstream error")
 
 LOCAL_REPLIES: tuple[LocalReply, ...] = (
+    # the HTTP transport's 503 denials (runtime_config.HTTP_UNAVAILABLE_STATUS): their status
+    # back, their own problem body kept
+    LocalReply(f"response.code == {HTTP_UNAVAILABLE_STATUS} && !({NOT_AN_AUTHZ_DENIAL})", 503,
+               "", "", rewrite_status=True, keep_body=True),
     LocalReply("response.code_details == 'ext_authz_error'", 503, "authz_unavailable",
                "Authorization service unavailable"),
     # the Lua filter's refusals, before any check: its body is the detail
