@@ -140,7 +140,7 @@ class ServiceProcess:
         return reply.status == 200
 
     def journal_rows(self) -> list[dict[str, Any]]:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for segment in sorted(self.journal_dir.glob("*/*.journal")):
             frames = read_frames(segment.read_bytes(), 0)
             rows.extend(decode_record(payload) for _, payload in frames.payloads)
