@@ -43,6 +43,10 @@ class ConnectionOwner(Protocol):
 
     limits: HttpLimits
     checker: Checker
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
     draining: bool
     connections: set[HttpConnection]
 
@@ -140,13 +144,19 @@ class HttpConnection(asyncio.Protocol):
         self._grow(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._grow(len(name) + len(value) + 4)
-        if len(self._headers) >= self._limits.max_headers:
+        # the hot path: about ten calls per check; limits first, one dict lookup
+        self._head_bytes += len(name) + len(value) + 4
+        headers = self._headers
+        if self._head_bytes > self._limits.max_head_bytes:
+            self._fail(431, "request_header_fields_too_large", "the request head is too large")
+        if len(headers) >= self._limits.max_headers:
             self._fail(431, "request_header_fields_too_large", "too many header fields")
-        key = name.decode("latin-1").lower()
+        key = name.lower().decode("latin-1")
         text = value.decode("utf-8", "replace")
-        previous = self._headers.get(key)
-        self._headers[key] = text if previous is None else f"{previous},{text}"
+        if key in headers:
+            headers[key] = f"{headers[key]},{text}"
+        else:
+            headers[key] = text
 
     def on_headers_complete(self) -> None:
         self._head_started = None
@@ -169,9 +179,7 @@ class HttpConnection(asyncio.Protocol):
             return
         slot = _Slot(close)
         self._pending.append(slot)
-        slot.task = asyncio.get_running_loop().create_task(
-            self._check(slot, method, path, self._headers)
-        )
+        slot.task = self._server.loop.create_task(self._check(slot, method, path, self._headers))
         if len(self._pending) >= self._limits.max_pipelined:
             self._pause_reading()
 

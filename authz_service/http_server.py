@@ -54,6 +54,10 @@ class HttpCheckServer:
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
     def now(self) -> float:
         return time.monotonic()
 

@@ -19,8 +19,8 @@ from authz_service.check_context import CheckContext, client_address
 from authz_service.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE, Denial
 from authz_service.runtime_config import (
     DECISION_HEADER,
-    HTTP_UNAVAILABLE_STATUS,
     HTTP_CHECK_PATH_PREFIX,
+    HTTP_UNAVAILABLE_STATUS,
     PEER_HEADER,
     ROUTE_FACTS_HEADER,
     decode_route_facts,
