@@ -71,11 +71,13 @@ def _reload_on_sighup(loop: asyncio.AbstractEventLoop, components: Components) -
 def _admin(settings: Settings, components: Components) -> grpc.aio.Server | None:
     if not settings.admin_address:
         return None
+    in_group = settings.worker_index is not None
     service = GatewayAdminService(
         components.pipeline,
         components.reloader,
         dev_claims=settings.admin_dev_claims,
         timeout_seconds=settings.check_timeout_seconds,
+        on_applied=(lambda: os.kill(os.getppid(), signal.SIGHUP)) if in_group else None,
     )
     return admin_server(service, settings.admin_address)
 

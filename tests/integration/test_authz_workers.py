@@ -16,6 +16,7 @@ from envoy.service.auth.v3 import attribute_context_pb2 as ac
 from envoy.service.auth.v3 import external_auth_pb2 as ext
 from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 
+from authz_service._proto.gateway.admin.v1 import admin_pb2
 from devstack import RedisService
 from tests.integration._http_authz import (
     FACTS,
@@ -76,6 +77,31 @@ def test_sighup_reloads_every_worker(tmp_path: Path) -> None:
 
         def every_worker_refuses() -> bool:
             # new connections land on either worker (SO_REUSEPORT): all must refuse now
+            return all(
+                service.exchange(check_request(bearer=token())).status == 403 for _ in range(20)
+            )
+
+        wait_until(every_worker_refuses, "both workers on the new revision", 15)
+
+
+def test_the_admin_reload_of_worker_0_reloads_every_worker(tmp_path: Path) -> None:
+    admin = f"127.0.0.1:{free_port()}"
+    env = {"AUTHZ_WORKERS": "2", "AUTHZ_ADMIN_ADDRESS": admin}
+    with service_process(tmp_path, env) as service:
+        wait_until(lambda: len(service.worker_pids()) == 2, "two workers")
+        runtime = Path(service.env["AUTHZ_RUNTIME_CONFIG"])
+        revoked = {**RUNTIME, "revision": "revoked", "rbac": {"PLANT": {}, "CP": {}, "PP": {}}}
+        runtime.write_text(json.dumps(revoked))
+        with grpc.insecure_channel(admin) as channel:
+            reload = channel.unary_unary(
+                "/gateway.admin.v1.GatewayAdmin/Reload",
+                request_serializer=admin_pb2.ReloadRequest.SerializeToString,
+                response_deserializer=admin_pb2.ReloadResponse.FromString,
+            )
+            reply = reload(admin_pb2.ReloadRequest(), timeout=10)
+        assert (reply.applied, reply.config_revision) == (True, "revoked")
+
+        def every_worker_refuses() -> bool:
             return all(
                 service.exchange(check_request(bearer=token())).status == 403 for _ in range(20)
             )
