@@ -53,10 +53,13 @@ class HttpCheckServer:
         self.connections: set[HttpConnection] = set()
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        return asyncio.get_running_loop()
+        if self._loop is None:  # once: on 3.11 each look-up costs a getpid() system call
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def now(self) -> float:
         return time.monotonic()
