@@ -30,6 +30,13 @@ _HEALTHY_AFTER_SECONDS = 30.0  # a worker alive this long resets its backoff
 _POLL_SECONDS = 0.5
 
 
+def _ignore_sighup() -> None:
+    """In the child before exec: a reload signal passed on while the worker still starts must
+    not kill it (SIGHUP's default); its server installs the reload handler once it serves, and
+    a worker starting now reads the current configuration anyway."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 @dataclass
 class _Worker:
     index: int
@@ -48,7 +55,9 @@ class Supervisor:
 
     def _spawn(self, worker: _Worker) -> None:
         env = {**os.environ, "AUTHZ_WORKER_INDEX": str(worker.index), "AUTHZ_WORKERS": "1"}
-        worker.process = subprocess.Popen([sys.executable, "-m", "authz_service", "serve"], env=env)
+        argv = [sys.executable, "-m", "authz_service", "serve"]
+        # the supervisor runs no thread, so a function before exec is safe here
+        worker.process = subprocess.Popen(argv, env=env, preexec_fn=_ignore_sighup)  # noqa: PLW1509
         worker.started_at = time.monotonic()
         worker.restart_at = None
         log.info("worker started", extra={"worker": worker.index, "pid": worker.process.pid})

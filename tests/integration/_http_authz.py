@@ -132,6 +132,25 @@ class ServiceProcess:
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         return sorted(int(pid) for pid in children.read_text().split()) if children.exists() else []
 
+    def listening_workers(self) -> list[int]:
+        """The workers that hold a listening socket on the port (so new connections reach them)."""
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == self.port:
+                    inodes.add(f"socket:[{fields[9]}]")
+        listening = []
+        for pid in self.worker_pids():
+            with contextlib.suppress(OSError):
+                fds = Path(f"/proc/{pid}/fd")
+                if any(os.readlink(fd) in inodes for fd in fds.iterdir()):
+                    listening.append(pid)
+        return listening
+
+    def wait_for_workers(self, count: int) -> None:
+        wait_until(lambda: len(self.listening_workers()) == count, f"{count} workers listening")
+
     def serving(self) -> bool:
         try:
             reply = self.exchange(b"GET /health HTTP/1.1\r\nhost: authz\r\n\r\n")
@@ -200,8 +219,7 @@ def service_process(workdir: Path, env: dict[str, str]) -> Iterator[ServiceProce
     try:
 
         def serving() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"the service exited with {process.returncode}")
+            assert process.poll() is None, f"the service exited with {process.returncode}"
             return service.serving()
 
         wait_until(serving, "the HTTP /health")

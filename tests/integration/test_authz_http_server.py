@@ -44,7 +44,7 @@ def service(
         "AUTHZ_HTTP_MAX_HEAD_BYTES": "16384",
     }
     with service_process(tmp_path_factory.mktemp("http"), env) as running:
-        wait_until(lambda: len(running.worker_pids()) == 2, "two workers")
+        running.wait_for_workers(2)
         yield running
 
 

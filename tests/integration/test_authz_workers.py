@@ -37,7 +37,7 @@ PER_CHECK = {
 
 def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(tmp_path: Path) -> None:
     with service_process(tmp_path, {"AUTHZ_WORKERS": "2"}) as service:
-        wait_until(lambda: len(service.worker_pids()) == 2, "two workers")
+        service.wait_for_workers(2)
         victim, survivor = service.worker_pids()
         os.kill(victim, signal.SIGKILL)
         wait_until(
@@ -51,7 +51,7 @@ def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(tmp_path: Path
 
 def test_sigterm_stops_every_worker_with_its_journal_flushed(tmp_path: Path) -> None:
     with service_process(tmp_path, {"AUTHZ_WORKERS": "2"}) as service:
-        wait_until(lambda: len(service.worker_pids()) == 2, "two workers")
+        service.wait_for_workers(2)
         sent = [str(uuid.uuid4()) for _ in range(40)]
         for correlation in sent:  # a new connection each: both workers get some
             reply = service.exchange(check_request(bearer=token(), correlation_id=correlation))
@@ -68,7 +68,7 @@ def test_sigterm_stops_every_worker_with_its_journal_flushed(tmp_path: Path) -> 
 
 def test_sighup_reloads_every_worker(tmp_path: Path) -> None:
     with service_process(tmp_path, {"AUTHZ_WORKERS": "2"}) as service:
-        wait_until(lambda: len(service.worker_pids()) == 2, "two workers")
+        service.wait_for_workers(2)
         runtime = Path(service.env["AUTHZ_RUNTIME_CONFIG"])
         assert service.exchange(check_request(bearer=token())).status == 200
         revoked = {**RUNTIME, "revision": "revoked", "rbac": {"PLANT": {}, "CP": {}, "PP": {}}}
@@ -88,7 +88,7 @@ def test_the_admin_reload_of_worker_0_reloads_every_worker(tmp_path: Path) -> No
     admin = f"127.0.0.1:{free_port()}"
     env = {"AUTHZ_WORKERS": "2", "AUTHZ_ADMIN_ADDRESS": admin}
     with service_process(tmp_path, env) as service:
-        wait_until(lambda: len(service.worker_pids()) == 2, "two workers")
+        service.wait_for_workers(2)
         runtime = Path(service.env["AUTHZ_RUNTIME_CONFIG"])
         revoked = {**RUNTIME, "revision": "revoked", "rbac": {"PLANT": {}, "CP": {}, "PP": {}}}
         runtime.write_text(json.dumps(revoked))
