@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+GC_THRESHOLDS = (10_000, 50, 100)
 # the journal's state changes quickly (its size bound): reported at this pace, not the probes'
 _AUDIT_HEALTH_INTERVAL_SECONDS = 0.5
 
@@ -225,6 +226,10 @@ async def serve(settings: Settings, started: asyncio.Event | None = None) -> Non
     # Everything built so far lives as long as the process: moved out of the collector's
     # reach, a full collection no longer walks it (a 10-30 ms pause in the p99.9 otherwise).
     gc.freeze()
+    # A check allocates a few hundred short-lived, acyclic objects: with the default (700, 10,
+    # 10) the young generation is collected every few checks. Rarer collections: 7 % less CPU
+    # per check (bench.pipeline_cost --transport http, 79 -> 73 µs); cycles still go, later.
+    gc.set_threshold(*GC_THRESHOLDS)
     if started is not None:
         started.set()
     try:
