@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import json
 import os
 import pstats
@@ -35,6 +36,7 @@ from authz_service.health import HealthBoard
 from authz_service.http_connection import HttpConnection, HttpLimits
 from authz_service.http_server import HttpCheckServer
 from authz_service.runtime_config import ROUTE_FACTS_HEADER, encode_route_facts
+from authz_service.server import GC_THRESHOLDS
 from authz_service.servicer import AuthorizationService
 from authz_service.settings import Settings
 from authz_service.wiring import build_components
@@ -159,6 +161,7 @@ async def measure(
             AUTHZ_REDIS_URL="",
         )
         components = build_components(Settings())  # reads the runtime config now
+        gc.set_threshold(*GC_THRESHOLDS)  # as the serving process sets it
         sink: Any = _DroppingJournal()
         if journal != "none":
             fsync: Any = journal
