@@ -255,6 +255,8 @@ class HttpConnection(asyncio.Protocol):
     def expire(self, now: float) -> None:
         """The server's sweep: a head that takes too long (slow client), an idle connection."""
         started, idle = self._head_started, self._idle_since
+        if self._reading_paused:  # the rest of a head waits on us, not on the client
+            return
         if started is not None and now - started > self._limits.header_timeout_seconds:
             self._refuse(_Refusal(408, "request_timeout", "the request head took too long"))
         elif idle is not None and now - idle > self._limits.idle_timeout_seconds:
