@@ -31,11 +31,12 @@ import yaml
 
 from authz_service.audit.envoy_log import log_format
 from gateway_config import ConfigError, GatewayConfig, deep_merge, load_gateway_config
-from gateway_config.envoy_view import CORRELATION_HEADER, access_log_manifest, entry_point_view
+from gateway_config.access_logs import access_log_manifest, envoy_flags
+from gateway_config.envoy_view import CORRELATION_HEADER, entry_point_view
 from gateway_config.local_replies import LOCAL_REPLIES
 from gateway_config.policies import DEFAULT_POLICY_DIR
 from gateway_config.runtime import config_revision, to_runtime_config
-from gateway_config.static_bundle import static_bootstrap
+from gateway_config.static_bundle import static_bootstrap, without_log_files
 from gateway_config.targets import DEFAULT_TARGETS_FILE, target_overrides
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "envoy_templates"
@@ -43,6 +44,9 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "envoy_templates"
 DYNAMIC_FILES = ("cds", "rds", "lds")
 # The shipper's list of access logs (path and Envoy admin of each entry point).
 ACCESS_LOG_MANIFEST = Path("audit") / "access_logs.json"
+# Envoy's command-line flags the configs need (the access-log flush interval), one per line.
+ENVOY_FLAGS = Path("envoy") / "flags"
+LOCAL_TARGET = "local"  # this machine: the only target whose directories render creates
 
 # --- the request key and correlation id of every Envoy answer, its own refusals included ---
 # Envoy CEL: the same expressions in the problem+json body of Envoy's own replies and in its
@@ -117,6 +121,7 @@ def render_config(
     files: dict[Path, str] = {
         out_dir / "authz" / "runtime.json": runtime.model_dump_json(indent=2) + "\n",
         out_dir / ACCESS_LOG_MANIFEST: access_log_manifest(config),
+        out_dir / ENVOY_FLAGS: envoy_flags(config),
     }
     for name, entry in config.entry_points.items():
         view = entry_point_view(config, name, revision, seen_by_envoy / name)
@@ -132,7 +137,11 @@ def render_config(
             "correlation_id": correlation_id,
             "request_key": request_key,
             "access_log_format": log_format(
-                gateway_type, request_key, correlation_id, transport=config.authz.transport
+                gateway_type,
+                request_key,
+                correlation_id,
+                sets_causation_id=entry.via is not None,
+                transport=config.authz.transport,
             ),
         }
         for kind in DYNAMIC_FILES:
@@ -175,18 +184,23 @@ def render_all(
     overrides: Mapping[str, Any] | None = None,
     envoy_dir: Path | None = None,
     policy_dir: Path | None = None,
+    *,
+    create_log_dir: bool = True,
 ) -> RenderResult:
     """Load, check and render the config, then write every file; ConfigError writes nothing.
 
     Route policies are checked against the Rego packages under policy_dir (default: policies/).
+    create_log_dir: make Envoy's access-log directory here (for a local Envoy; a target's
+    directory is a path in its containers, never made on the rendering machine).
     """
     config = load_gateway_config(config_path, overrides, policy_dir)
     result = render_config(config, out_dir, envoy_dir)
     for path, text in result.files.items():
         write_atomically(path, text)
     # Envoy opens its access logs there and refuses the config when the directory is missing
-    with contextlib.suppress(OSError):
-        Path(config.audit.access_log_dir).resolve().mkdir(parents=True, exist_ok=True)
+    if create_log_dir:
+        with contextlib.suppress(OSError):
+            Path(config.audit.access_log_dir).resolve().mkdir(parents=True, exist_ok=True)
     return result
 
 
@@ -199,7 +213,8 @@ def find_envoy() -> str | None:
 def validate_with_envoy(bootstrap_path: Path, envoy: str) -> str | None:
     """Run `envoy --mode validate` on the static form of a rendered config; None when it passes."""
     static_path = bootstrap_path.with_name(f".{bootstrap_path.stem}.static.yaml")
-    static_path.write_text(yaml.safe_dump(static_bootstrap(bootstrap_path)), encoding="utf-8")
+    static = without_log_files(static_bootstrap(bootstrap_path))
+    static_path.write_text(yaml.safe_dump(static), encoding="utf-8")
     try:
         result = subprocess.run(
             [
@@ -304,7 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         overrides = target_and_set_overrides(args.target, args.var, args.set, args.targets_file)
-        result = render_all(args.config, args.out, overrides, args.envoy_dir, args.policy_dir)
+        result = render_all(args.config, args.out, overrides, args.envoy_dir, args.policy_dir,
+                            create_log_dir=args.target == LOCAL_TARGET)  # fmt: skip
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

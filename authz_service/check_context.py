@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authz_service.runtime_config import (
+    CLIENT_IP_HEADER,
     CTX_BUDGET_COST,
     CTX_BUDGET_METRIC,
     CTX_CONFIG_REVISION,
@@ -78,14 +79,16 @@ class CheckContext:
         return self.path.split("?", 1)[0]
 
 
-def client_address(forwarded_for: str, peer: str) -> str | None:
-    """The client address this hop can vouch for: the one Envoy itself appended.
+def client_address(vouched: str, peer: str) -> str | None:
+    """The client address this hop can vouch for: the x-client-ip Envoy set, else the peer.
 
-    Envoy runs with `use_remote_address`, so the last x-forwarded-for entry is the peer it
-    saw; earlier entries are whatever the client sent and must not reach the audit trail.
+    Envoy's Lua filter sets it from the stream's downstream address, which honours the
+    listener's trusted hops (PLANT's internal listener: the client CP saw, not CP), and
+    replaces any copy a client sent. x-forwarded-for is no help here: its entries before
+    the last are the client's own claims, and for a loopback peer Envoy appends its own
+    address instead of the peer's.
     """
-    appended = forwarded_for.rsplit(",", 1)[-1].strip()
-    return appended or peer or None
+    return vouched.strip() or peer or None
 
 
 def context_from_check_request(request: Any) -> CheckContext:
@@ -104,5 +107,5 @@ def context_from_check_request(request: Any) -> CheckContext:
         path=http.path,
         headers=headers,
         context=dict(attributes.context_extensions),
-        client_ip=client_address(headers.get("x-forwarded-for", ""), address),
+        client_ip=client_address(headers.get(CLIENT_IP_HEADER, ""), address),
     )

@@ -18,6 +18,7 @@ import orjson
 from authz_service.check_context import CheckContext, client_address
 from authz_service.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE, Denial
 from authz_service.runtime_config import (
+    CLIENT_IP_HEADER,
     DECISION_HEADER,
     HTTP_CHECK_PATH_PREFIX,
     HTTP_UNAVAILABLE_STATUS,
@@ -79,7 +80,7 @@ def check_context(method: str, path: str, headers: dict[str, str]) -> CheckConte
         path=path,
         headers=headers,
         context=facts,
-        client_ip=client_address(headers.get("x-forwarded-for", ""), headers.get(PEER_HEADER, "")),
+        client_ip=client_address(headers.get(CLIENT_IP_HEADER, ""), headers.get(PEER_HEADER, "")),
     )
 
 

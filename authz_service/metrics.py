@@ -46,7 +46,6 @@ HTTP_REFUSED = Counter(
     "request_header_fields_too_large), by code; the connection is closed.",
     ["code"],
 )
-AUDIT_SUBMIT_ERRORS = Counter("authz_audit_submit_errors_total", "Audit records the sink refused.")
 
 # Children bound once: `labels()` costs a lock and a tuple lookup on every call, which the
 # request path would otherwise pay six times per check.

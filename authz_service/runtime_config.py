@@ -25,6 +25,11 @@ IDENTITY_HEADERS: tuple[str, ...] = (
     "x-authz-decision-id",
 )
 
+# The client's address as the hop vouches for it: set by Envoy (the Lua filter, from the
+# connection or, behind a trusted hop, from x-forwarded-for) on every listener, replacing any
+# client copy; the audit row's client_ip, the same Envoy's access log records.
+CLIENT_IP_HEADER = "x-client-ip"
+
 # Request headers the service reads from every CheckRequest (check_context.py, the authenticate
 # stage, the audit row). Envoy's ext_authz filter sends these plus the policy headers and
 # nothing else (`allowed_headers`): a client's big request costs Envoy and Python no more.
@@ -33,7 +38,7 @@ CHECK_REQUEST_HEADERS: tuple[str, ...] = (
     "x-request-id",
     "x-correlation-id",
     "x-causation-id",
-    "x-forwarded-for",
+    CLIENT_IP_HEADER,
     "user-agent",
 )
 

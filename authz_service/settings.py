@@ -145,9 +145,11 @@ class Settings(BaseSettings):
         description="Root of the audit journals: each process writes <dir>/<journal id>/.",
     )
     audit_fsync: Literal["off", "batch"] = Field(
-        "batch",
-        description="batch: fdatasync each batch before its checks are answered (survives a "
-        "machine crash); off: the page cache only (survives a process crash).",
+        "off",
+        description="off: each batch is written (in the page cache) before its checks are "
+        "answered: a process crash loses nothing, a machine crash the last seconds. batch: "
+        "also fdatasync it first (survives a machine crash; measured: -25 % saturation "
+        "throughput, +6.5 ms p99 at 500 req/s). See authz_service/audit/README.md.",
     )
     audit_journal_max_bytes: int = Field(
         512 << 20,

@@ -63,7 +63,7 @@ def _requests(tokens: list[str], context: dict[str, str], count: int) -> list[ex
             "x-request-id": f"req-{i}",
             "x-correlation-id": "0b5d1f1c-2d7e-4c1b-9f3a-8a6b2c1d0e9f",
             "user-agent": "bench",
-            "x-forwarded-for": "127.0.0.1",
+            "x-client-ip": "127.0.0.1",
         }
         http = ac.AttributeContext.HttpRequest(method="GET", path=PATH, headers=headers)
         attributes = ac.AttributeContext(
@@ -108,7 +108,7 @@ def _http_requests(tokens: list[str], context: dict[str, str], count: int) -> li
             f"x-request-id: req-{i}\r\n"
             "x-correlation-id: 0b5d1f1c-2d7e-4c1b-9f3a-8a6b2c1d0e9f\r\n"
             f"authorization: Bearer {tokens[i % len(tokens)]}\r\nuser-agent: bench\r\n"
-            f"x-forwarded-for: 127.0.0.1\r\n{ROUTE_FACTS_HEADER}: {facts}\r\n"
+            f"x-client-ip: 127.0.0.1\r\n{ROUTE_FACTS_HEADER}: {facts}\r\n"
             "x-authz-peer: 127.0.0.1\r\nx-envoy-expected-rq-timeout-ms: 1000\r\n\r\n"
         ).encode()
         for i in range(count)

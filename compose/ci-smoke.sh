@@ -2,9 +2,12 @@
 # CI smoke test of the compose stack: build the app image, start every service and wait until
 # all are healthy (bounded), then send real requests through PLANT, CP and PP (401, 200 with the
 # identity headers at the backend, 403 by RBAC and by OPA policy, 402 once a budget is spent)
-# and check each one's audit rows in PostgreSQL (compose/smoke_checks.py). Prints the image
-# sizes and the time from `up` to healthy; always `docker compose down -v` at the end and
-# removes the app image it built.
+# and check each one's audit rows in PostgreSQL, one per hop with decision and completion
+# (compose/smoke_checks.py, as the reader login): no session is the superuser's, and every
+# access log was rotated (a 4 KiB rotation size; the shipper asks Envoy to reopen over the admin
+# socket they share). Then `audit verify` in the shipper's container passes on those rows.
+# Prints the image sizes and the time from `up` to healthy; always `docker compose down -v` at
+# the end and removes the app image it built.
 #
 #   eval "$(bash ../shared/containers/setup --env)"   # stand-in images + DOCKER_HOST (CI)
 #   compose/ci-smoke.sh
@@ -25,8 +28,8 @@ export APP_IMAGE=${APP_IMAGE:-localhost/envoy-authz-gateway/app:$COMPOSE_PROJECT
 BUILD_SECONDS=${BUILD_SECONDS:-900}
 UP_SECONDS=${UP_SECONDS:-300}
 PYTHON=${PYTHON:-$repo/.venv/bin/python}
-LONG_RUNNING=(postgres redis opa authz backend envoy-plant envoy-cp envoy-pp)
-ONE_SHOT=(render migrate)
+LONG_RUNNING=(postgres redis opa authz shipper backend envoy-plant envoy-cp envoy-pp)
+ONE_SHOT=(render provision migrate)
 
 log() { printf 'ci-smoke: %s\n' "$*" >&2; }
 fail() {
@@ -51,14 +54,16 @@ export BUILD_PIP_CERT=${BUILD_PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
 
 env_file=$(mktemp)
 chmod 600 "$env_file"
-postgres_password=$(secret)
 dev_jwt_secret=$(secret)
+reader_password=$(secret)
 {
-	printf 'POSTGRES_USER=gateway\nPOSTGRES_DB=gateway\nPOSTGRES_PASSWORD=%s\n' "$postgres_password"
-	printf 'DEV_JWT_SECRET=%s\n' "$dev_jwt_secret"
-	for name in MIGRATOR_DB_PASSWORD AUTHZ_DB_PASSWORD BACKEND_DB_PASSWORD; do
+	printf 'POSTGRES_USER=postgres\nPOSTGRES_DB=gateway\nPOSTGRES_PASSWORD=%s\n' "$(secret)"
+	printf 'DEV_JWT_SECRET=%s\nREADER_DB_PASSWORD=%s\n' "$dev_jwt_secret" "$reader_password"
+	for name in MIGRATOR_DB_PASSWORD SHIPPER_DB_PASSWORD RETENTION_DB_PASSWORD BACKEND_DB_PASSWORD; do
 		printf '%s=%s\n' "$name" "$(secret)"
 	done
+	# every access log rotates during the smoke: the shipper's reopen request reaches Envoy
+	printf 'ACCESS_LOG_ROTATE_BYTES=4096\n'
 } >"$env_file"
 
 compose() { docker compose --env-file "$env_file" -f docker-compose.yml "$@"; }
@@ -170,8 +175,24 @@ token=$(compose exec -T authz python3 -m devstack token --role customer,support 
 	fail "python -m devstack token failed in the authz container"
 GATEWAY_DEV_JWT_SECRET=$dev_jwt_secret SMOKE_TOKEN=$token PYTHONPATH=$repo "$PYTHON" smoke_checks.py \
 	--plant "http://127.0.0.1:$PLANT_PORT" --cp "http://127.0.0.1:$CP_PORT" --pp "http://127.0.0.1:$PP_PORT" \
-	--database-url "postgresql://gateway:$postgres_password@127.0.0.1:$POSTGRES_PORT/gateway" ||
+	--database-url "postgresql://gateway_reader:$reader_password@127.0.0.1:$POSTGRES_PORT/gateway" ||
 	fail "the request and audit checks failed (above)"
+
+# Nothing connects as the superuser. The observer must be one (pg_stat_activity hides other
+# users' sessions from a login without pg_read_all_stats); its own session is left out.
+sessions=$(compose exec -T postgres psql -U "postgres" -d gateway -tA -F ' ' -c \
+	"SELECT r.rolname, r.rolsuper, a.application_name FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()") ||
+	fail "cannot read pg_stat_activity"
+log "database sessions (login, superuser?, application):"
+printf '  %s\n' "$sessions" >&2
+grep -q '^gateway_shipper f gateway-audit-shipper$' <<<"$sessions" || fail "no session of the shipper's login"
+! grep -q '^[^ ]* t ' <<<"$sessions" || fail "a session connects as a superuser"
+
+# The hash chains of every row the smoke made, checked by the image's own `audit verify` (the
+# reader login, for this command only: the shipper process itself has no such credential).
+compose exec -T -e "AUTHZ_VERIFY_DATABASE_URL=postgresql://gateway_reader:$reader_password@postgres:5432/gateway" \
+	shipper python3 -m authz_service audit verify >&2 || fail "audit verify found rows edited, deleted or inserted"
+log "audit verify: every chain intact"
 
 # Budgets survive a Redis restart (append-only file): a counter written before is there after.
 counter="budget:{customer:ci-smoke}:api_calls:day:$(date -u +%F)"

@@ -1,4 +1,4 @@
-"""The compose smoke's checks: 401, 200, 403 and 402 through PLANT, CP and PP, and their audit rows.
+"""The compose smoke's checks: 401, 200, 403, 402 through PLANT, CP and PP, and the audit trail.
 
 Run by compose/ci-smoke.sh once the stack is healthy (repository root on PYTHONPATH):
 
@@ -9,7 +9,9 @@ SMOKE_TOKEN is a customer token minted inside the authz container by `python -m 
 token` (roles customer,support, customer cust-ci, user ci-user), so that path is checked too.
 Each request carries its own correlation id; its audit rows (one per hop: CP and PP forward to
 PLANT) must all be in PostgreSQL, completed by Envoy's access log, with the expected decision,
-stage, code and final status. Exit status 1 and one line per failure otherwise.
+stage, code and final status, read as the reader login. Every Envoy's access log must have
+been rotated (the stack's rotation size is 4 KiB), which needs the shipper's reopen request to
+reach each Envoy's admin socket. Exit status 1 and one line per failure otherwise.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ SMOKE_USER, SMOKE_CUSTOMER = "ci-user", "cust-ci"
 TRIAL_DAY_LIMIT = 100  # config/gateway.yaml: budgets.plans.trial.api_calls.day
 MAX_SPEND_REQUESTS = 150  # bounded even if the budget were never enforced
 AUDIT_WAIT_SECONDS = 60.0
+ROTATION_REQUESTS = 20  # of about 1 KB of access log each: past a 4 KiB rotation size
+GENERATIONS_QUERY = """
+SELECT source_id, segment FROM gateway_audit_ship_state WHERE source_kind = 'access_log'
+"""
 AUDIT_QUERY = """
 SELECT correlation_id, gateway_type, decision, denied_stage, problem_type, status_code,
        completed_at IS NOT NULL
@@ -205,6 +211,33 @@ def check_audit(smoke: Smoke, database_url: str) -> None:
     print(f"smoke: audit: {len(rows)} rows for {len(smoke.expected)} requests checked")
 
 
+def run_rotation(smoke: Smoke) -> None:
+    """Enough traffic through each entry point for its access log to pass the rotation size."""
+    for entry in ENTRIES:
+        statuses = {send(f"{smoke.urls[entry]}/api/v1/status").status
+                    for _ in range(ROTATION_REQUESTS)}  # fmt: skip
+        if statuses != {200}:
+            smoke.failures.append(f"{entry.upper()} /api/v1/status answered {statuses}")
+
+
+def check_rotation(smoke: Smoke, database_url: str) -> None:
+    """Each access log's committed generation moved past 1: rotated, reopened by Envoy."""
+    deadline = time.monotonic() + AUDIT_WAIT_SECONDS
+    while True:
+        with psycopg.connect(database_url, connect_timeout=10) as conn:
+            generations: dict[str, int] = dict(conn.execute(GENERATIONS_QUERY).fetchall())
+        rotated = {entry for entry in ENTRIES for source, generation in generations.items()
+                   if source.endswith(f"/{entry}.log") and generation >= 2}  # fmt: skip
+        if rotated == set(ENTRIES) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if rotated != set(ENTRIES):
+        smoke.failures.append(f"access logs not rotated: {sorted(set(ENTRIES) - rotated)} "
+                              f"(ship state {generations})")  # fmt: skip
+    else:
+        print(f"smoke: every access log rotated and reopened by its Envoy: {generations}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for entry in ENTRIES:
@@ -219,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     run_statuses(smoke, customer_token)
     run_forged_causation(smoke, customer_token)
     run_budget(smoke)
+    run_rotation(smoke)
     check_audit(smoke, args.database_url)
+    check_rotation(smoke, args.database_url)
     for failure in smoke.failures:
         print(f"smoke: FAILED: {failure}", file=sys.stderr)
     return 1 if smoke.failures else 0

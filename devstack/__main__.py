@@ -1,4 +1,4 @@
-"""CLI of the development stack: `python -m devstack up|down|token|demo` (the make targets)."""
+"""CLI of the development stack: `python -m devstack up|down|token|demo|provision`."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=PORT",
         help="e.g. plant=18090 (names: entry points, NAME-admin, NAME-internal, backend, "
-        "authz, metrics, admin)",
+        "authz, metrics, admin, shipper)",
     )
     up.add_argument("--free-ports", action="store_true",
                     help="use free ports instead of the config's (tests)")  # fmt: skip
@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--trial", action="store_true", help="a trial principal")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     commands.add_parser("demo", help="a scripted walk through the running gateway")
+    # its own options (python -m devstack provision --help): devstack/provision.py
+    commands.add_parser(
+        "provision", add_help=False, help="one-time database provisioning (compose, deploy)"
+    )
     return parser
 
 
@@ -90,7 +94,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["provision"]:  # the same code as `make up`'s, for compose and deployments
+        from devstack.provision import main as provision  # noqa: PLC0415 - psycopg only here
+
+        return provision(given[1:])
+    args = _parser().parse_args(given)
     commands = {"up": _up, "down": _down, "token": _token, "demo": _demo}
     return commands[args.command](args)
 

@@ -17,7 +17,7 @@ from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 
 from devstack.engine import require_engine
-from devstack.local import ENVOY_FILE_FLUSH_MS, REDIS_PERSISTENCE
+from devstack.local import REDIS_PERSISTENCE, envoy_flags
 from devstack.model import (
     EnvoyService,
     OpaService,
@@ -216,7 +216,6 @@ def envoy(
     name: str,
     concurrency: int = 1,
     log_dir: Path | None = None,
-    file_flush_ms: int = ENVOY_FILE_FLUSH_MS,
 ) -> Iterator[EnvoyService]:
     """Envoy in the host's network namespace, so the config's 127.0.0.1 ports are the host's.
 
@@ -228,8 +227,7 @@ def envoy(
     address_file.unlink(missing_ok=True)
     command = ["-c", str(config), "--use-dynamic-base-id",
                "--admin-address-path", str(address_file),
-               "--concurrency", str(concurrency),
-               "--file-flush-interval-msec", str(file_flush_ms)]  # fmt: skip
+               "--concurrency", str(concurrency), *envoy_flags(config)]  # fmt: skip
     container = (
         _container(image, f"envoy-{name}")
         # our own entrypoint: root in the container may write the admin address into `home`

@@ -27,6 +27,7 @@ from devstack.ports import LOOPBACK, free_port
 from devstack.probes import http_get, postgres_answers, redis_answers
 from devstack.process import ManagedProcess
 from devstack.programs import find_program
+from gateway_config.models import Audit
 
 GATEWAY_DB = "gateway"
 # Budgets must survive a Redis restart (docs/ARCHITECTURE.md, "Budget guarantee"): an
@@ -34,8 +35,18 @@ GATEWAY_DB = "gateway"
 # compose/docker-compose.yml run Redis with the same arguments.
 REDIS_PERSISTENCE = ("--save", "", "--appendonly", "yes", "--appendfsync", "everysec")
 # Envoy buffers file access logs up to this long (its default, 10 s, is what a crash of Envoy
-# could lose of the audit trail's completions, and how late they reach the shipper)
-ENVOY_FILE_FLUSH_MS = 250
+# could lose of the audit trail's completions, and how late they reach the shipper): the
+# gateway config's audit.file_flush_interval_ms, which render writes to envoy/flags
+ENVOY_FILE_FLUSH_MS: int = Audit.model_fields["file_flush_interval_ms"].default
+
+
+def envoy_flags(config_path: Path) -> list[str]:
+    """The flags render wrote beside a bootstrap (`envoy/flags`); the defaults for a
+    hand-written config (the bench's, a test's)."""
+    try:
+        return (config_path.parent / "flags").read_text(encoding="utf-8").split()
+    except FileNotFoundError:
+        return ["--file-flush-interval-msec", str(ENVOY_FILE_FLUSH_MS)]
 
 
 _PORT_TAKEN = ("address already in use", "could not bind", "address in use")
@@ -247,7 +258,6 @@ def envoy(
     *,
     name: str,
     concurrency: int = 1,
-    file_flush_ms: int = ENVOY_FILE_FLUSH_MS,
 ) -> Iterator[EnvoyService]:
     """Envoy with `config_path` (its listeners' ports come from the config)."""
     program = find_program("envoy")
@@ -258,8 +268,7 @@ def envoy(
     log_path = home / f"{name}.log"
     argv = [str(program), "-c", str(config_path), "--use-dynamic-base-id",
             "--admin-address-path", str(address_file),
-            "--concurrency", str(concurrency),
-            "--file-flush-interval-msec", str(file_flush_ms)]  # fmt: skip
+            "--concurrency", str(concurrency), *envoy_flags(config_path)]  # fmt: skip
     process = ManagedProcess(
         f"envoy {name}", argv, log_path=log_path, ready=lambda: _envoy_ready(address_file)
     )

@@ -1,10 +1,14 @@
 """One-time PostgreSQL provisioning, as the superuser: roles, the database, pg_cron, retention.
 
 Everything else runs as its own login afterwards: migrations as the migrations login (owner
-of the database), the shipper, retention and the readers as members of their group roles.
+of the database), the shipper, retention and the readers as members of their group roles, the
+reference backend with nothing but CONNECT. Only the logins and the group roles may connect.
 
     python -m devstack provision --superuser-dsn postgresql://postgres:...@host/postgres \\
-        --database gateway --passwords-file logins.json
+        --database gateway --passwords-file logins.json      # make up: generated, kept there
+    python -m devstack provision --database gateway --passwords-from-env
+        # compose, a deployment's job: PROVISION_SUPERUSER_DSN and MIGRATOR_DB_PASSWORD,
+        # SHIPPER_DB_PASSWORD, RETENTION_DB_PASSWORD, READER_DB_PASSWORD, BACKEND_DB_PASSWORD
 
 Idempotent: roles and the database are created when missing, passwords are (re)set, objects
 an earlier superuser-run migration left owned by the superuser are handed to the migrations
@@ -47,6 +51,7 @@ class Logins:
     shipper: str = "gateway_shipper"
     retention: str = "gateway_retention"
     reader: str = "gateway_reader"
+    backend: str = "gateway_backend"  # the reference backend: its /health runs SELECT 1
 
     def groups(self) -> dict[str, str | None]:
         """login -> its group role (the migrator owns the database instead)."""
@@ -55,7 +60,12 @@ class Logins:
             self.shipper: "gateway_audit_shipper",
             self.retention: "gateway_audit_retention",
             self.reader: "gateway_audit_admin",
+            self.backend: None,
         }
+
+    def by_duty(self) -> dict[str, str]:
+        """duty -> login: migrator, shipper, retention, reader, backend."""
+        return {duty: str(getattr(self, duty)) for duty in self.__dataclass_fields__}
 
 
 @dataclass(frozen=True)
@@ -113,10 +123,17 @@ def _roles(conn: psycopg.Connection, logins: Logins, passwords: Mapping[str, str
             sql.SQL(parameter), migrator))  # fmt: skip
 
 
-def _database(conn: psycopg.Connection, database: str, owner: str) -> None:
+def _database(conn: psycopg.Connection, database: str, logins: Logins) -> None:
+    """The database, owned by the migrations login; only the gateway's roles may connect."""
     exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
     verb = "ALTER DATABASE {} OWNER TO {}" if exists else "CREATE DATABASE {} OWNER {}"
-    conn.execute(sql.SQL(verb).format(_ident(database), _ident(owner)))
+    conn.execute(sql.SQL(verb).format(_ident(database), _ident(logins.migrator)))
+    conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(_ident(database)))
+    allowed = sql.SQL(", ").join(map(_ident, [*logins.groups(), *GROUP_ROLES]))
+    conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(_ident(database), allowed))
+    # the shipper stages each batch in a temporary table (PUBLIC had TEMPORARY too)
+    conn.execute(sql.SQL("GRANT TEMPORARY ON DATABASE {} TO gateway_audit_shipper").format(
+        _ident(database)))  # fmt: skip
 
 
 def _adopt(conn: psycopg.Connection, superuser: str, migrator: str) -> None:
@@ -182,7 +199,7 @@ def provision(
         superuser = conn.execute("SELECT current_user").fetchone()
         assert superuser is not None
         _roles(conn, logins, chosen)
-        _database(conn, database, logins.migrator)
+        _database(conn, database, logins)
     target = psycopg.conninfo.make_conninfo(superuser_dsn, dbname=database)
     with psycopg.connect(target, autocommit=True) as conn:
         conn.execute("GRANT CREATE ON SCHEMA public TO gateway_audit_maintainer")
@@ -197,23 +214,53 @@ def provision(
     )
 
 
+def password_variable(duty: str) -> str:
+    """The environment variable of a duty's password: MIGRATOR_DB_PASSWORD, ..."""
+    return f"{duty.upper()}_DB_PASSWORD"
+
+
+def passwords_from_env(logins: Logins, environ: Mapping[str, str]) -> dict[str, str]:
+    """login -> password from <DUTY>_DB_PASSWORD; ValueError names every variable missing."""
+    variables = {duty: password_variable(duty) for duty in logins.by_duty()}
+    missing = [name for name in variables.values() if not environ.get(name)]
+    if missing:
+        raise ValueError(f"set {', '.join(missing)} (one password per login)")
+    return {login: environ[variables[duty]] for duty, login in logins.by_duty().items()}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devstack provision", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack provision",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--superuser-dsn", default=os.environ.get("PROVISION_SUPERUSER_DSN"),
                         help="a superuser's DSN (env PROVISION_SUPERUSER_DSN)")  # fmt: skip
     parser.add_argument("--database", default="gateway")
-    parser.add_argument(
-        "--passwords-file", type=Path, required=True,
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--passwords-file", type=Path,
         help="JSON {login: password}: read when it exists, written (0600)",
+    )  # fmt: skip
+    source.add_argument(
+        "--passwords-from-env", action="store_true",
+        help="each login's password from <DUTY>_DB_PASSWORD; nothing is written",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if not args.superuser_dsn:
         parser.error("--superuser-dsn (or PROVISION_SUPERUSER_DSN) is required")
-    known = json.loads(args.passwords_file.read_text()) if args.passwords_file.exists() else {}
+    if args.passwords_from_env:
+        try:
+            known = passwords_from_env(Logins(), os.environ)
+        except ValueError as error:
+            parser.error(str(error))
+    else:
+        known = json.loads(args.passwords_file.read_text()) if args.passwords_file.exists() else {}
     done = provision(args.superuser_dsn, args.database, Logins(), known)
-    fd = os.open(args.passwords_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(dict(done.passwords), out, indent=2)
+    if args.passwords_file is not None:
+        fd = os.open(args.passwords_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(dict(done.passwords), out, indent=2)
     print(json.dumps({"database": done.database, "logins": asdict(done.logins)}))
     return 0
 

@@ -104,7 +104,7 @@ def _start_datastores(stack: Stack, exits: contextlib.ExitStack) -> None:
         stack.watched["postgres"] = lambda: pg.running
         stack.database = provision_database(pg, stack.var_dir)
         migrate(stack.database.migrator_dsn, stack.var_dir)
-        stack.env["BACKEND_DATABASE_URL"] = stack.database.reader_dsn
+        stack.env["BACKEND_DATABASE_URL"] = stack.database.dsn(stack.database.logins.backend)
         stack.state.database_url = stack.database.reader_dsn
         login = stack.database.logins.reader
         masked = f"postgresql://{login}:***@{pg.host}:{pg.port}/{pg.database}"

@@ -6,9 +6,8 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from authz_service.runtime_config import (
+    CLIENT_IP_HEADER,
     CTX_BUDGET_COST,
     CTX_BUDGET_METRIC,
     CTX_CONFIG_REVISION,
@@ -28,6 +27,7 @@ from authz_service.runtime_config import (
     ROUTE_FACTS_NAMESPACE,
     encode_route_facts,
 )
+from gateway_config.access_logs import access_log_path
 from gateway_config.local_replies import UNSUPPORTED_METHOD_DETAIL, UPSTREAM_ERROR
 from gateway_config.models import HTTP_METHODS, EntryPoint, GatewayConfig, HealthCheck, Route
 
@@ -43,11 +43,6 @@ ID_TOKEN_HEADER = "x-serverless-authorization"
 # the route rds.yaml.j2 renders for the entry point's readiness path: health-check traffic,
 # left out of the audit access log
 READINESS_ROUTE = "readiness"
-
-
-def access_log_path(config: GatewayConfig, name: str) -> Path:
-    """The entry point's access-log file, absolute (a relative dir is the current one's)."""
-    return Path(config.audit.access_log_dir).resolve() / f"{name}.log"
 
 
 def _seconds(ms: int) -> str:
@@ -159,12 +154,13 @@ def _listeners(name: str, entry: EntryPoint) -> list[dict[str, Any]]:
     public_strip = [h for h in IDENTITY_HEADERS if h != CORRELATION_HEADER] + [CAUSATION_HEADER]
     listeners = [
         {"name": name, "address": entry.address, "port": entry.port,
-         "strip_headers": public_strip, "internal": False},
+         "strip_headers": public_strip, "internal": False, "xff_trusted_hops": 0},
     ]  # fmt: skip
     if entry.internal is not None:
         listeners.append(
             {"name": f"{name}_internal", "address": entry.internal.address,
              "port": entry.internal.port, "internal": True,
+             "xff_trusted_hops": entry.internal.xff_trusted_hops,
              "strip_headers": [h for h in public_strip if h != CAUSATION_HEADER]}
         )  # fmt: skip
     return listeners
@@ -291,7 +287,7 @@ def entry_point_view(
         "name": name,
         "gateway_type": str(entry.gateway_type),
         "listeners": _listeners(name, entry),
-        "admin": {"address": entry.admin.address, "port": entry.admin.port},
+        "admin": entry.admin.model_dump(),
         "config_dir": str(config_dir),
         "readiness_path": entry.readiness_path,
         "sets_causation_id": entry.via is not None,
@@ -299,6 +295,7 @@ def entry_point_view(
         "reaches_upstreams": entry.via is None,
         "correlation_header": CORRELATION_HEADER,
         "causation_header": CAUSATION_HEADER,
+        "client_ip_header": CLIENT_IP_HEADER,
         "methods": list(HTTP_METHODS),
         "unsupported_method_detail": UNSUPPORTED_METHOD_DETAIL,
         "upstream_error": {"code": UPSTREAM_ERROR[0], "title": UPSTREAM_ERROR[1]},
@@ -318,17 +315,3 @@ def entry_point_view(
         },
         "routes": _route_views(config, entry, routes, revision, clusters),
     }
-
-
-def access_log_manifest(config: GatewayConfig) -> str:
-    """What the audit shipper tails: each entry point's log file and its Envoy admin."""
-    entries = [
-        {
-            "name": name,
-            "gateway_type": str(entry.gateway_type),
-            "path": str(access_log_path(config, name)),
-            "admin": f"{entry.admin.address}:{entry.admin.port}",
-        }
-        for name, entry in config.entry_points.items()
-    ]
-    return orjson.dumps({"access_logs": entries}, option=orjson.OPT_INDENT_2).decode() + "\n"

@@ -27,10 +27,16 @@ class _Strict(BaseModel):
 
 
 class Admin(_Strict):
-    """Envoy's admin interface; loopback only, because it can reconfigure and stop Envoy."""
+    """Envoy's admin interface; loopback only, because it can reconfigure and stop Envoy.
+
+    `pipe` puts it on a unix socket instead (address and port are then unused): where the
+    shipper runs in another container (compose), a socket in the volume they share is how it
+    asks Envoy to reopen its access logs, and the directory's permissions say who may.
+    """
 
     address: Literal["127.0.0.1", "::1"] = "127.0.0.1"
     port: Port
+    pipe: str | None = Field(default=None, pattern=r"^/[^\x00]{1,100}$")
 
 
 class InternalListener(_Strict):
@@ -42,6 +48,9 @@ class InternalListener(_Strict):
 
     address: str = "127.0.0.1"
     port: Port
+    # x-forwarded-for entries appended by the proxies in front of it that it trusts: the hop's
+    # own Envoy (1), so the audited client is the hop's client, not the hop
+    xff_trusted_hops: int = Field(default=1, ge=0, le=8)
 
 
 class EntryPoint(_Strict):
@@ -224,6 +233,9 @@ class Audit(_Strict):
     """
 
     access_log_dir: str = Field(default="var/access-logs", min_length=1)
+    # Envoy writes its buffered access-log lines this often (its --file-flush-interval-msec;
+    # Envoy's own default is 10 s): at most this much of Envoy's lines is lost when it dies
+    file_flush_interval_ms: int = Field(default=250, ge=10, le=60_000)
 
 
 Rbac = dict[GatewayType, dict[Name, tuple[str, ...]]]

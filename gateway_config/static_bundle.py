@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 HCM = "envoy.filters.network.http_connection_manager"
+FILE_ACCESS_LOG = "envoy.access_loggers.file"
 
 
 def _resources(path: Path) -> list[dict[str, Any]]:
@@ -36,4 +37,19 @@ def static_bootstrap(bootstrap_path: Path) -> dict[str, Any]:
                 routes = _resources(Path(rds["config_source"]["path_config_source"]["path"]))
                 config["route_config"] = routes[0]
     bootstrap["static_resources"] = {"listeners": listeners, "clusters": clusters}
+    return bootstrap
+
+
+def without_log_files(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    """The static form with every file access log writing to /dev/null.
+
+    Validation opens the access-log files; a target's paths (/srv/access-logs, ...) exist in
+    its containers, not on the machine that validates.
+    """
+    for listener in bootstrap["static_resources"]["listeners"]:
+        for chain in listener.get("filter_chains", []):
+            for network_filter in chain.get("filters", []):
+                for log in network_filter["typed_config"].get("access_log", []):
+                    if log["name"] == FILE_ACCESS_LOG:
+                        log["typed_config"]["path"] = "/dev/null"
     return bootstrap

@@ -13,7 +13,7 @@ from gateway_config.loader import ConfigError, key_path, read_yaml
 
 DEFAULT_TARGETS_FILE = Path(__file__).resolve().parents[1] / "config" / "targets.yaml"
 # What a target may change; everything else (routes, RBAC, budgets, limits) is shared.
-TARGET_SECTIONS = frozenset({"entry_points", "upstreams", "authz", "tls_ca_file"})
+TARGET_SECTIONS = frozenset({"entry_points", "upstreams", "authz", "tls_ca_file", "audit"})
 
 
 class Target(BaseModel):
@@ -41,7 +41,7 @@ def load_targets(path: Path = DEFAULT_TARGETS_FILE) -> dict[str, Target]:
             raise ConfigError(
                 path,
                 f"{name}.overrides.{outside[0]}",
-                "a target changes only entry_points, upstreams, authz and tls_ca_file",
+                "a target changes only entry_points, upstreams, authz, tls_ca_file and audit",
             )
     return targets
 

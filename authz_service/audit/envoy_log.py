@@ -27,17 +27,25 @@ EPOCH_ORDINAL = EPOCH.toordinal()
 
 
 def log_format(
-    gateway_type: str, request_key: str, correlation_id: str, *, transport: str = "grpc"
+    gateway_type: str,
+    request_key: str,
+    correlation_id: str,
+    *,
+    sets_causation_id: bool = False,
+    transport: str = "grpc",
 ) -> dict[str, str]:
     """The json_format of the file access log (values are Envoy command operators).
 
     Fields are named after the audit columns they fill, so a parsed line needs no renaming.
-    `transport` is the ext_authz transport (grpc|http): where the decision is found.
+    A hop that sets x-causation-id for the next one (CP, PP) logs no causation id: the header
+    it would log is the one it sent on, and its public listener accepted none. `transport` is
+    the ext_authz transport (grpc|http): where the decision is found.
     """
+    causation = {} if sets_causation_id else {"causation_id": "%REQ(x-causation-id)%"}
     return {
         "request_id": request_key,
         "correlation_id": correlation_id,
-        "causation_id": "%REQ(x-causation-id)%",
+        **causation,
         "gateway_type": gateway_type,
         "route_id": "%ROUTE_NAME%",
         "method": "%REQ(:METHOD)%",

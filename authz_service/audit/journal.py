@@ -50,7 +50,7 @@ class Journal:
         self,
         root: Path,
         *,
-        fsync: FsyncMode = "batch",
+        fsync: FsyncMode = "off",
         segment_bytes: int = 4 << 20,
         max_bytes: int = 512 << 20,
         headroom_bytes: int = 16 << 20,

@@ -11,12 +11,11 @@ removed after its last line is committed.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import logging
 import os
 import socket
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,23 +40,62 @@ class Stream:
     name: str
     gateway_type: str
     path: Path
-    admin: str | None  # host:port of Envoy's admin (loopback), for /reopen_logs
+    # Envoy's admin, for /reopen_logs: host:port (loopback) or unix:<socket path>
+    admin: str | None
 
 
 def stream_key(stream: Stream) -> SourceKey:
     return SourceKey("access_log", f"{socket.gethostname()}:{stream.path}")
 
 
-def load_manifest(path: Path) -> list[Stream]:
-    """Render's `build/audit/access_logs.json`; a bad manifest names the file and the key."""
+def load_manifest(path: Path, names: tuple[str, ...] = ()) -> list[Stream]:
+    """Render's `build/audit/access_logs.json`, only the entry points `names` when given (a pod
+    runs one Envoy); a bad manifest or an unknown name is a ValueError naming the file."""
     try:
         entries = orjson.loads(path.read_bytes())["access_logs"]
-        return [
+        streams = [
             Stream(e["name"], e["gateway_type"], Path(e["path"]), e.get("admin") or None)
             for e in entries
         ]
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as error:
         raise ValueError(f"{path}: not an access-log manifest ({error!r})") from error
+    unknown = sorted(set(names) - {stream.name for stream in streams})
+    if unknown:
+        known = ", ".join(stream.name for stream in streams)
+        raise ValueError(f"{path}: no access log {unknown[0]!r} (listed: {known})")
+    return [stream for stream in streams if not names or stream.name in names]
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket: Envoy's admin where it listens on a pipe (compose)."""
+
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def post_admin(admin: str, path: str, timeout: float = 2.0) -> int:
+    """POST `path` to an Envoy admin (`host:port` or `unix:<socket>`); its status code."""
+    if admin.startswith("unix:"):
+        connection: http.client.HTTPConnection = _UnixHTTPConnection(admin[5:], timeout)
+    else:
+        host, _, port = admin.rpartition(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        connection.request("POST", path)
+        return connection.getresponse().status
+    finally:
+        connection.close()
 
 
 def rotated(stream: Stream, generation: int) -> Path:
@@ -191,19 +229,32 @@ class AccessLogReader:
         except FileNotFoundError:
             return
         log.info("access log %s rotated to %s", stream.path, old.name)
-        self._reopen(stream, cursor)
+        self._reopen(stream, cursor, retry=False)  # a new rotation asks at once
 
-    def _reopen(self, stream: Stream, cursor: _Cursor) -> None:
-        if time.monotonic() - cursor.reopen_asked < REOPEN_RETRY_SECONDS:
+    def retry_reopen(self) -> None:
+        """Ask Envoy again (at most every REOPEN_RETRY_SECONDS) to reopen a log it has not
+        reopened since its rotation: called while idle too, when no commit comes to do it."""
+        for stream in self.streams:
+            state = self._progress.committed.get(stream_key(stream))
+            if state is None or stream.admin is None or stream.path.exists():
+                continue
+            if rotated(stream, state.position.segment).exists():
+                self._reopen(stream, self._cursor(stream))
+
+    def _reopen(self, stream: Stream, cursor: _Cursor, *, retry: bool = True) -> None:
+        if retry and time.monotonic() - cursor.reopen_asked < REOPEN_RETRY_SECONDS:
             return
         cursor.reopen_asked = time.monotonic()
-        request = urllib.request.Request(f"http://{stream.admin}/reopen_logs", method="POST")
+        assert stream.admin is not None  # streams without an admin are never rotated
         try:
-            with urllib.request.urlopen(request, timeout=2):  # noqa: S310 - Envoy's loopback admin
-                pass
-        except (urllib.error.URLError, OSError) as error:
+            status = post_admin(stream.admin, "/reopen_logs")
+        except (OSError, http.client.HTTPException, ValueError) as error:
+            status, problem = 0, repr(error)
+        else:
+            problem = f"HTTP {status}"
+        if status != 200:
             metrics.ERRORS.labels(kind="rotation").inc()
-            log.warning("access log %s: Envoy did not reopen its logs: %s", stream.path, error)
+            log.warning("access log %s: Envoy did not reopen its logs: %s", stream.path, problem)
 
     def backlog_bytes(self) -> int:
         total = 0

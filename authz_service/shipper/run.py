@@ -47,9 +47,8 @@ class Shipper:
         self.progress = Progress()
         self.store = Store(settings.database_url, timeout=settings.write_timeout_seconds)
         self.journals = JournalReader(settings.journal_dir, self.progress)
-        streams = (
-            load_manifest(settings.access_log_manifest) if settings.access_log_manifest else []
-        )
+        manifest, names = settings.access_log_manifest, settings.access_log_names()
+        streams = load_manifest(manifest, names) if manifest else []
         self.logs = AccessLogReader(streams, self.progress, settings.access_log_rotate_bytes)
         self.joiner = Joiner(settings.hold_seconds)
         self._ready: list[Pair] = []
@@ -116,6 +115,8 @@ class Shipper:
             return
         while not stop.is_set():
             if not await self.round(final=False):
+                # idle: a rotation whose reopen Envoy missed must not wait for the next commit
+                await asyncio.to_thread(self.logs.retry_reopen)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.settings.poll_seconds)
         await self._drain()

@@ -30,6 +30,12 @@ class ShipperSettings(BaseSettings):
         description="Render's build/audit/access_logs.json: Envoy's access-log files and "
         "admin addresses (unset: journals only).",
     )
+    access_logs: str = Field(
+        "",
+        description="Comma-separated entry points of the manifest to tail (a pod or a Cloud "
+        "Run instance runs one Envoy); empty: every one it lists.",
+        pattern=r"^[a-z0-9_,-]*$",
+    )
     health_address: str = Field(
         "127.0.0.1:9465",
         description="host:port of GET /health (JSON, 200 or 503) and GET /metrics; empty: off.",
@@ -55,6 +61,9 @@ class ShipperSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the JSON logs."
     )
+
+    def access_log_names(self) -> tuple[str, ...]:
+        return tuple(name for name in self.access_logs.split(",") if name)
 
 
 def load_shipper_settings() -> ShipperSettings:

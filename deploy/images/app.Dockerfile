@@ -1,7 +1,9 @@
-# Production image of the authz service and the reference backend (GATEWAY_ROLE picks the
-# healthcheck; the command picks the process), with the Alembic migrations for the migrations
-# job. Multi-stage: the final stage has no compiler and no pip; it runs as uid 10001 and needs
-# no writable path but the audit spool (a volume) and /tmp, so it runs with a read-only root.
+# Production image of the authz service, the audit shipper and the reference backend
+# (GATEWAY_ROLE picks the healthcheck; the command picks the process), with the Alembic
+# migrations and the one-time provisioning for the migrations
+# job, and the audit shipper (python3 -m authz_service audit ship). Multi-stage: the final stage
+# has no compiler and no pip; it runs as uid 10001 and needs no writable path but the audit
+# journal and access-log volumes and /tmp, so it runs with a read-only root.
 #
 #   docker build -f deploy/images/app.Dockerfile --build-arg TARGET=cloudrun \
 #       --build-arg RENDER_ARGS="--var project_number=123456789012" -t gateway/app .
@@ -45,7 +47,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     GATEWAY_ROLE=authz \
     AUTHZ_RUNTIME_CONFIG=/etc/gateway/authz/runtime.json \
     AUTHZ_POLICY_DIR=/app/policies \
-    AUTHZ_AUDIT_SPOOL_DIR=/var/lib/gateway/spool
+    AUTHZ_AUDIT_JOURNAL_DIR=/var/run/gateway/journal \
+    AUTHZ_SHIPPER_JOURNAL_DIR=/var/run/gateway/journal \
+    AUTHZ_SHIPPER_ACCESS_LOG_MANIFEST=/etc/gateway/audit/access_logs.json
 # libatomic1: regopy's native library needs it at run time. The base's pip goes (the venv has
 # everything; no build tool stays in the final stage).
 RUN apt-get update \
@@ -56,10 +60,13 @@ RUN apt-get update \
     && groupadd --system --gid 10001 gateway \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin gateway \
-    && mkdir -p /var/lib/gateway/spool /var/run/gateway \
-    && chown 10001:10001 /var/lib/gateway/spool /var/run/gateway
+    && mkdir -p /var/run/gateway/journal /var/run/gateway/access-logs \
+    && chown 10001:10001 /var/run/gateway/journal \
+    && chmod 0777 /var/run/gateway/access-logs
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /out/authz/runtime.json /etc/gateway/authz/runtime.json
+# the shipper's list of Envoy's access logs and admins (render's audit/access_logs.json)
+COPY --from=build /out/audit/access_logs.json /etc/gateway/audit/access_logs.json
 WORKDIR /app
 COPY render.py alembic.ini ./
 COPY config/ config/
@@ -69,6 +76,8 @@ COPY authz_service/ authz_service/
 COPY backend/ backend/
 COPY migrations/ migrations/
 COPY policies/ policies/
+# the one-time database provisioning (python3 -m devstack provision; docs/DEPLOY.md)
+COPY devstack/ devstack/
 COPY deploy/images/healthcheck.py /usr/local/lib/gateway/healthcheck.py
 # compiled now, as root: at run time the code is read-only and nothing writes bytecode
 RUN python3 -m compileall -q /app /opt/venv /usr/local/lib/gateway

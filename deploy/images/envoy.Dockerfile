@@ -1,6 +1,8 @@
 # Production Envoy image: the Envoy configs of every entry point (PLANT, CP, PP) rendered for one
 # target, under /etc/gateway/envoy. GATEWAY_ENTRY (plant, cp, pp) picks the one to run. Runs as
-# Envoy's uid 101 with a read-only root: Envoy writes nothing but its stdout (no hot restart).
+# Envoy's uid 101 with a read-only root: Envoy writes only its stdout and its audit access log,
+# in the target's audit.access_log_dir (/var/run/gateway/access-logs), where the deployment
+# mounts a volume it shares with the audit shipper (no hot restart).
 #
 #   docker build -f deploy/images/envoy.Dockerfile --build-arg TARGET=cloudrun \
 #       --build-arg RENDER_ARGS="--var project_number=123456789012" -t gateway/envoy .
@@ -33,6 +35,10 @@ LABEL org.opencontainers.image.title="envoy-authz-gateway envoy" \
       org.opencontainers.image.description="Envoy with the rendered PLANT, CP and PP configs"
 COPY --from=render /out/envoy /etc/gateway/envoy
 COPY deploy/images/gateway-envoy.sh /usr/local/bin/gateway-envoy
+# the mount point of the access-log volume; Envoy (101) writes, the shipper (10001) renames and
+# removes: a volume that starts from it (an anonymous one) is writable by both. A deployment's
+# own volume (Cloud Run in-memory, a pod's emptyDir) replaces it.
+RUN mkdir -p /var/run/gateway/access-logs && chmod 0777 /var/run/gateway/access-logs
 ENV GATEWAY_ENTRY=plant
 USER 101:101
 EXPOSE 8090 8015 8006

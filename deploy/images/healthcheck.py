@@ -1,4 +1,4 @@
-"""Container healthcheck of the app image: GATEWAY_ROLE=authz (gRPC health) or backend (/health).
+"""Container healthcheck of the app image: GATEWAY_ROLE=authz (gRPC health), shipper or backend.
 
 Standard library and grpcio only (both in the image), so it never imports a dev-only package.
 Exit 0 when the process of that role answers healthy, 1 when not, 2 for an unknown role.
@@ -33,18 +33,27 @@ def authz_serving() -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-def backend_healthy() -> bool:
-    url = f"http://127.0.0.1:{os.environ.get('BACKEND_PORT', '8091')}/health"
+def _http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=3) as reply:
+        with urllib.request.urlopen(url, timeout=3) as reply:  # noqa: S310 - a loopback URL
             return bool(reply.status == 200)
     except (urllib.error.URLError, OSError):
         return False
 
 
+def backend_healthy() -> bool:
+    return _http_ok(f"http://127.0.0.1:{os.environ.get('BACKEND_PORT', '8091')}/health")
+
+
+def shipper_healthy() -> bool:
+    """The audit shipper's /health: 200 while PostgreSQL takes its writes."""
+    address = _local(os.environ.get("AUTHZ_SHIPPER_HEALTH_ADDRESS", "127.0.0.1:9465"))
+    return _http_ok(f"http://{address}/health")
+
+
 def main() -> int:
     role = os.environ.get("GATEWAY_ROLE", "authz")
-    checks = {"authz": authz_serving, "backend": backend_healthy}
+    checks = {"authz": authz_serving, "shipper": shipper_healthy, "backend": backend_healthy}
     if role not in checks:
         print(f"healthcheck: unknown GATEWAY_ROLE {role!r} (known: {', '.join(checks)})")
         return 2

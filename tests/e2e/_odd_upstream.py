@@ -38,8 +38,15 @@ REPLIES: dict[str, bytes] = {
     "problem-409": _reply("409 Conflict", {"content-type": "application/problem+json"},
                           PROBLEM_409),
     "ok": _reply("200 OK", {"content-type": "text/plain"}, b"fine"),
-    # an error body larger than Envoy buffers (1 MiB) for its replacement: a 500 of Envoy's
+    # an error body larger than any buffer of Envoy's (1 MiB): replaced all the same
     "huge-503": _reply("503 Service Unavailable", {"content-type": "text/plain"}, b"x" * (3 << 20)),
+    # the same without a length: chunked, 3 MiB
+    "huge-chunked-500": (
+        b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/html\r\n"
+        b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        + b"".join(b"%x\r\n%s\r\n" % (1 << 16, b"y" * (1 << 16)) for _ in range(48))
+        + b"0\r\n\r\n"
+    ),
 }  # fmt: skip
 
 

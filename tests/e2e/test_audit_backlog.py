@@ -64,15 +64,21 @@ def test_the_journal_at_its_bound_refuses_with_503_and_loses_nothing(
         AUTHZ_AUDIT_JOURNAL_SEGMENT_BYTES=str(8 * 1024),
         AUTHZ_AUDIT_JOURNAL_SCAN_SECONDS="0.1",
     )
-    stack = gateway_stack_factory(
-        stack_options(authz_env=bound, shipper_env=audit_db.shipper_env(), entry_points=("plant",))
-    )
+    # the subject is the bound: a check slowed past Envoy's deadline by a loaded machine
+    # (a 503 authz_unavailable, journaled as cancelled) must not pass for the bound's 503
+    stack = gateway_stack_factory(stack_options(
+        authz_env=bound, shipper_env=audit_db.shipper_env(), entry_points=("plant",),
+        authz_timeout_ms=10_000,
+    ))  # fmt: skip
     kill_shipper(stack)  # PostgreSQL is fine; nothing takes the journal away
     token = stack.sign_token(sub="audit-bound")
     sent: list[Sent] = []
     while not sent or sent[-1].status != 503:
         assert len(sent) < 3000, "the journal never reached its bound"
-        sent.append(send_mixed(stack, len(sent), token))
+        sent.append(send_mixed(stack, len(sent), token, timeout=30))
+    first_refusal = stack.request("plant", "GET", "/api/v1/orders", token=token)
+    assert first_refusal.status == 503
+    assert first_refusal.json()["type"] == PROBLEM + "audit_unavailable", first_refusal.body
     for _ in range(40):  # past the bound: refused, with a problem+json body, until it drains
         mine = str(uuid.uuid4())
         reply = stack.request("plant", "GET", "/api/v1/orders", token=token,
@@ -100,6 +106,7 @@ def test_the_journal_at_its_bound_refuses_with_503_and_loses_nothing(
     journaled = sum(1 for s in answered if s.status == 503
                     and found[s.correlation_id][0]["decision"] is not None)  # fmt: skip
     assert journaled > 0, "refusals are journaled up to the headroom"
+    assert journaled < sum(1 for s in answered if s.status == 503), "and only up to it"
     _clean(audit_db)
 
 

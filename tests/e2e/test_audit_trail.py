@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import socket
 import time
@@ -15,6 +16,7 @@ import pytest
 from authz_service.audit.verify import verify
 from devstack import PostgresService
 from tests.e2e._audit_stack import (
+    WAIT_FOR_ROWS_S,
     AuditDatabase,
     Row,
     audit_database,
@@ -24,6 +26,8 @@ from tests.e2e._audit_stack import (
     wait_for_rows,
 )
 from tests.e2e.conftest import send
+
+CLIENT = "127.0.0.2"  # a client address of its own: the hops connect from 127.0.0.1
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +142,37 @@ def test_request_through_cp_has_one_row_per_hop_linked_by_causation(
         assert row["user_id"] == "audit-cp"
 
 
+def test_each_hops_row_records_the_clients_address_not_the_hops(
+    gateway_stack: Any, audit_db: AuditDatabase
+) -> None:
+    """PLANT's internal listener trusts the one x-forwarded-for entry CP appended: the client
+    (127.0.0.2 here) is in PLANT's row, in both halves, not CP's own address (127.0.0.1)."""
+    mine = str(uuid.uuid4())
+    token = gateway_stack.sign_token(sub="audit-xff", roles=("customer",))
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", gateway_stack.port("cp"), timeout=10, source_address=(CLIENT, 0)
+    )
+    try:
+        connection.request("GET", "/api/v1/orders", headers={
+            "authorization": f"Bearer {token}", "x-correlation-id": mine,
+            "x-forwarded-for": "203.0.113.66",  # a client's claim: trusted by no listener
+        })  # fmt: skip
+        assert connection.getresponse().status == 200
+    finally:
+        connection.close()
+    found = wait_for_rows(
+        audit_db.reader_dsn, [mine], lambda rows: len(rows) == 2 and all(map(complete, rows))
+    )
+    with psycopg.connect(audit_db.reader_dsn) as conn:
+        rows = conn.execute(
+            "SELECT gateway_type, host(client_ip), decision_differs, completion_differs "
+            "FROM gateway_audit_logs WHERE correlation_id = %s ORDER BY gateway_type",
+            (mine,),
+        ).fetchall()
+    assert len(found[mine]) == 2
+    assert rows == [("CP", CLIENT, None, None), ("PLANT", CLIENT, None, None)]
+
+
 def _raw(port: int, request: bytes) -> tuple[int, bytes]:
     """Send bytes as they are (no client-side checks); (status, body)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
@@ -210,32 +245,41 @@ def test_no_second_row_appears_later(gateway_stack: Any, audit_db: AuditDatabase
     assert {i: len(rows) for i, rows in again.items()} == dict.fromkeys(ids, 1)
 
 
+def _generation(audit_db: AuditDatabase, log: Any) -> int:
+    """The access log's committed generation (1: never rotated yet)."""
+    with psycopg.connect(audit_db.reader_dsn) as conn:
+        state = conn.execute(
+            "SELECT segment FROM gateway_audit_ship_state "
+            "WHERE source_kind = 'access_log' AND source_id LIKE %s",
+            (f"%:{log}",),
+        ).fetchone()
+    return int(state[0]) if state else 1
+
+
 def test_access_logs_rotate_without_losing_a_line(
     gateway_stack: Any, audit_db: AuditDatabase
 ) -> None:
-    """The shipper renames a shipped log, Envoy reopens it (POST /reopen_logs), the old file
-    is read to its end and removed: every request still has its row, the chain unbroken."""
+    """The shipper renames a log it shipped past 4 KiB and asks Envoy to reopen it (POST
+    /reopen_logs); the old file is read to its end and removed: every request still has its
+    row, the chain unbroken. Each burst writes more than the rotation size, so each one
+    rotates the log at least once, however the shipper's rounds fall."""
     token = gateway_stack.sign_token()
-    ids = [str(uuid.uuid4()) for _ in range(80)]
-    for mine in ids:
-        reply = gateway_stack.request("plant", "GET", "/api/v1/orders", token=token,
-                                      headers={"x-correlation-id": mine})  # fmt: skip
-        assert reply.status == 200
-    found = wait_for_rows(audit_db.reader_dsn, ids, one_complete_row)
-    assert all(one_complete_row(found.get(i, [])) for i in ids)
     live = gateway_stack.access_log_dir / "plant.log"
-    with psycopg.connect(audit_db.reader_dsn) as conn:
-        state = conn.execute(
-            "SELECT segment FROM gateway_audit_ship_state WHERE source_id LIKE %s",
-            (f"%:{live}",),
-        ).fetchone()
-    assert state is not None, "the log's offsets are in PostgreSQL"
-    (generation,) = state
-    assert generation > 2, "80 lines of about 1 KB rotate a 4 KiB log many times"
-    deadline = time.monotonic() + 10  # the last rotation may be a moment old: Envoy reopens
-    while not live.exists():
-        assert time.monotonic() < deadline, "Envoy did not reopen its log"
-        time.sleep(0.05)
+    generation = _generation(audit_db, live)
+    for _burst in range(3):
+        ids = [str(uuid.uuid4()) for _ in range(12)]  # about 1 KB of access log each
+        for mine in ids:
+            reply = gateway_stack.request("plant", "GET", "/api/v1/orders", token=token,
+                                          headers={"x-correlation-id": mine})  # fmt: skip
+            assert reply.status == 200
+        found = wait_for_rows(audit_db.reader_dsn, ids, one_complete_row)
+        assert all(one_complete_row(found.get(i, [])) for i in ids), found
+        deadline = time.monotonic() + WAIT_FOR_ROWS_S
+        while _generation(audit_db, live) <= generation:
+            assert time.monotonic() < deadline, "the log was not rotated (or not reopened)"
+            time.sleep(0.1)
+        generation = _generation(audit_db, live)
+        assert live.exists(), "the next generation is Envoy's reopened file"
     left = sorted(p.name for p in gateway_stack.access_log_dir.glob("plant.log.*"))
     assert len(left) <= 1, f"rotated files are removed once shipped: {left}"
     report = asyncio.run(verify(audit_db.reader_dsn))

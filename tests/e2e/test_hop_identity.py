@@ -28,6 +28,7 @@ HOP_ONLY: dict[str, str] = {
     "x-envoy-external-address": "203.0.113.66",
     "x-envoy-attempt-count": "9",
     "x-forwarded-proto": "gopher",
+    "x-client-ip": "203.0.113.77",  # the address Envoy vouches for (the audit row's client_ip)
     **{name: "forged" for name in IDENTITY_HEADERS if name != "x-correlation-id"},
 }
 

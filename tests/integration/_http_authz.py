@@ -68,7 +68,7 @@ def check_request(
         lines.append(f"authorization: Bearer {bearer}")
     if correlation_id:
         lines.append(f"x-correlation-id: {correlation_id}")
-    lines.append("x-forwarded-for: 203.0.113.7")
+    lines.append("x-client-ip: 203.0.113.7")  # what Envoy's Lua filter vouches for
     text = "\r\n".join(lines) + "\r\n" + extra + "\r\n"
     return text.encode()
 

@@ -130,7 +130,7 @@ def test_both_transports_journal_the_same_record(
             "authorization": f"Bearer {bearer}",
             "x-request-id": uuid.uuid4().hex,
             "x-correlation-id": "via-grpc",
-            "x-forwarded-for": "203.0.113.7",
+            "x-client-ip": "203.0.113.7",
         }
         request = ext.CheckRequest(
             attributes=ac.AttributeContext(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 import yaml
 
 import render
+from authz_service.settings import Settings
+from authz_service.shipper.settings import ShipperSettings
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "gateway"
@@ -101,7 +104,7 @@ def test_envoy_port_and_probes_match_the_rendered_listener(setup: Any, entry: st
     port = listener["address"]["socket_address"]["port_value"]
     assert port == ENTRIES[entry]
     envoy = _containers(objects, f"Deployment/gateway-{entry}")["envoy"]
-    assert envoy["ports"] == [{"name": "http", "containerPort": port}]
+    assert envoy["ports"][0] == {"name": "http", "containerPort": port}
     routes = _yaml(rendered / "envoy" / entry / "rds.yaml")["resources"][0]["virtual_hosts"][0]
     ready = next(r for r in routes["routes"] if r["name"] == "readiness")
     assert ready["direct_response"]["status"] == 200
@@ -195,3 +198,116 @@ def test_a_chart_without_a_render_says_what_to_run(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "make helm-render" in result.stderr
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    """name -> value, or the secret key a value comes from."""
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def _mounts(container: dict[str, Any]) -> dict[str, str]:
+    return {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+
+
+def _secret_key(value: Any) -> str:
+    return str(value["secretKeyRef"]["key"])
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_the_shipper_reads_the_paths_envoy_and_authz_write(setup: Any, entry: str) -> None:
+    """One volume each: Envoy's access log (render's path) and authz's journal; the shipper
+    mounts both where it reads them, and render's manifest (its own Envoy's entry only)."""
+    rendered, objects = setup
+    pod = objects[f"Deployment/gateway-{entry}"]["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    envoy, authz, shipper = containers["envoy"], containers["authz"], containers["shipper"]
+    listener = _yaml(rendered / "envoy" / entry / "lds.yaml")["resources"][0]
+    logs = listener["filter_chains"][0]["filters"][0]["typed_config"]["access_log"]
+    (written,) = [log["typed_config"]["path"] for log in logs if log["name"].endswith(".file")]
+    log_dir = str(Path(written).parent)
+    assert _mounts(envoy)["access-logs"] == _mounts(shipper)["access-logs"] == log_dir
+    shipper_env, authz_env = _env(shipper), _env(authz)
+    journal = authz_env["AUTHZ_AUDIT_JOURNAL_DIR"]
+    assert shipper_env["AUTHZ_SHIPPER_JOURNAL_DIR"] == journal
+    assert _mounts(authz)["audit-journal"] == _mounts(shipper)["audit-journal"] == journal
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for name in ("access-logs", "audit-journal"):
+        assert volumes[name]["emptyDir"]["medium"] == "Memory"
+    # the manifest it reads is render's, and names the file Envoy writes
+    manifest_path = Path(shipper_env["AUTHZ_SHIPPER_ACCESS_LOG_MANIFEST"])
+    assert _mounts(shipper)["audit-manifest"] == str(manifest_path.parent)
+    config_map = volumes["audit-manifest"]["configMap"]["name"]
+    manifest = json.loads(objects[f"ConfigMap/{config_map}"]["data"][manifest_path.name])
+    assert manifest == json.loads((rendered / "audit" / "access_logs.json").read_text())
+    (own,) = [e for e in manifest["access_logs"] if e["name"] == shipper_env[
+        "AUTHZ_SHIPPER_ACCESS_LOGS"]]  # fmt: skip
+    assert own["path"] == written
+    # its admin is the pod's loopback, where this Envoy's bootstrap puts it
+    admin = _yaml(rendered / "envoy" / f"{entry}.yaml")["admin"]["address"]["socket_address"]
+    assert own["admin"] == f"{admin['address']}:{admin['port_value']}"
+    # the journal's bound fails closed before its in-memory volume is full
+    limit = int(volumes["audit-journal"]["emptyDir"]["sizeLimit"].removesuffix("Mi")) << 20
+    assert int(authz_env["AUTHZ_AUDIT_JOURNAL_MAX_BYTES"]) < limit
+    # every setting is a real one of the service it is given to
+    assert {k for k in shipper_env if k.startswith("AUTHZ_")} <= {
+        f"AUTHZ_SHIPPER_{n.upper()}" for n in ShipperSettings.model_fields
+    }
+    known = {f"AUTHZ_{n.upper()}" for n in Settings.model_fields} | {"AUTHZ_WORKERS"}
+    assert {k for k in authz_env if k.startswith("AUTHZ_")} <= known
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_envoy_runs_with_renders_flags(setup: Any, entry: str) -> None:
+    rendered, objects = setup
+    flags = objects[f"ConfigMap/gateway-{entry}-envoy"]["data"]["flags"]
+    assert flags == (rendered / "envoy" / "flags").read_text()
+    assert flags.split() == ["--file-flush-interval-msec", "250"]
+    pod = objects[f"Deployment/gateway-{entry}"]["spec"]["template"]["spec"]
+    items = next(v for v in pod["volumes"] if v["name"] == "envoy-config")["configMap"]["items"]
+    assert {"key": "flags", "path": "flags"} in items  # beside the bootstrap: the entrypoint's
+    entrypoint = (REPO / "deploy" / "images" / "gateway-envoy.sh").read_text()
+    assert "flags_file=/etc/gateway/envoy/flags" in entrypoint
+
+
+def test_only_the_shipper_and_the_jobs_hold_database_logins(setup: Any) -> None:
+    _, objects = setup
+    for entry in ENTRIES:
+        containers = _containers(objects, f"Deployment/gateway-{entry}")
+        assert not [k for k in _env(containers["authz"]) if "DATABASE" in k]
+        assert not [k for k in _env(containers["envoy"]) if "DATABASE" in k]
+        shipper = _env(containers["shipper"])
+        assert _secret_key(shipper["AUTHZ_SHIPPER_DATABASE_URL"]) == "shipperDatabaseUrl"
+        assert _secret_key(shipper["AUTHZ_SHIPPER_RETENTION_DATABASE_URL"]) == (
+            "retentionDatabaseUrl"
+        )
+    migrate = objects["Job/gateway-migrate"]["spec"]["template"]["spec"]["containers"][0]
+    assert _secret_key(_env(migrate)["AUTHZ_DATABASE_URL"]) == "migrationsDatabaseUrl"
+    backend = _containers(objects, "Deployment/gateway-backend")["backend"]
+    assert _secret_key(_env(backend)["BACKEND_DATABASE_URL"]) == "backendDatabaseUrl"
+
+
+def test_plants_internal_listener_is_a_service_port_only_cp_and_pp_reach(setup: Any) -> None:
+    rendered, objects = setup
+    internal = next(
+        item for item in _yaml(rendered / "envoy" / "plant" / "lds.yaml")["resources"]
+        if item["name"] == "plant_internal"
+    )  # fmt: skip
+    port = internal["address"]["socket_address"]["port_value"]
+    assert _cluster_address(rendered, "cp", "gateway_plant")[1] == port  # where the hop goes
+    envoy = _containers(objects, "Deployment/gateway-plant")["envoy"]
+    assert {"name": "internal", "containerPort": port} in envoy["ports"]
+    service = {p["name"]: p for p in objects["Service/gateway-plant"]["spec"]["ports"]}
+    assert (service["internal"]["port"], service["internal"]["targetPort"]) == (port, "internal")
+    for entry in ("cp", "pp"):  # only PLANT has one
+        assert "internal" not in {p["name"] for p in objects[f"Service/gateway-{entry}"]["spec"][
+            "ports"]}  # fmt: skip
+    ingress = objects["NetworkPolicy/gateway-plant"]["spec"]["ingress"]
+    (rule,) = [r for r in ingress if {"port": port, "protocol": "TCP"} in r["ports"]]
+    components = {p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                  for p in rule["from"]}  # fmt: skip
+    assert components == {"gateway-cp", "gateway-pp"}
+    public = [r for r in ingress if {"port": 8090, "protocol": "TCP"} in r["ports"]]
+    assert all("podSelector" not in peer for r in public for peer in r["from"]), public
+    for entry in ("cp", "pp"):
+        egress = objects[f"NetworkPolicy/gateway-{entry}"]["spec"]["egress"]
+        assert any({"port": port, "protocol": "TCP"} in r.get("ports", []) for r in egress)

@@ -125,6 +125,9 @@ def test_dev_packages_are_outside_the_runtime_closure() -> None:
         "import alembic.config, sqlalchemy.dialects.postgresql.psycopg, psycopg",
         # the provisioning API is importable; its containers provider is what needs docker-py
         "import devstack, devstack.services, devstack.engine",
+        # the audit shipper, `audit verify`, and the one-time provisioning (compose, deploy)
+        "import authz_service.audit_cli, authz_service.shipper.run, authz_service.audit.verify",
+        "import devstack.__main__, devstack.provision",
     ],
 )
 def test_image_entry_points_import_without_dev_packages(code: str) -> None:
@@ -142,3 +145,26 @@ def test_dev_token_command_runs_without_dev_packages() -> None:
     result = run_in_image_env("module", "devstack", "token", "--role", "customer")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(".") == 2  # header.claims.signature
+
+
+def _pinned_modules(requirements: Path) -> set[str]:
+    """Top-level modules of the distributions a requirements file pins (name==version)."""
+    names = [line.split("==")[0] for line in requirements.read_text().splitlines()
+             if line and not line.startswith("#")]  # fmt: skip
+    return set().union(*(_top_level_modules(metadata.distribution(name)) for name in names))
+
+
+def test_the_envoy_images_render_stage_has_what_render_imports(tmp_path: Path) -> None:
+    """deploy/images/envoy.Dockerfile renders with deploy/images/render-requirements.txt only."""
+    allowed = _pinned_modules(REPO_ROOT / "deploy" / "images" / "render-requirements.txt")
+    render_code = {"render", "gateway_config", "authz_service"}  # what the stage copies
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(sorted(allowed | render_code)), "code",
+         "import runpy, sys; sys.argv = ['render.py', '--target', 'cloudrun', '--var',"
+         f" 'project_number=1', '--out', {str(tmp_path)!r}]; runpy.run_path('render.py',"
+         " run_name='__main__')"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "envoy" / "flags").exists()

@@ -307,8 +307,15 @@ def test_access_logs_go_to_stdout_and_to_a_file_per_entry_point(out: Path) -> No
     for field in ("route_id", "method", "path", "status_code", "response_code_details",
                   "response_flags", "started_at", "duration_us", "upstream_duration_us",
                   "request_bytes", "response_bytes", "upstream_host", "client_ip", "user_agent",
-                  "authz_decision", "causation_id"):  # fmt: skip
+                  "authz_decision"):  # fmt: skip
         assert field in line
+    # CP sets x-causation-id for the hop it forwards to, and accepted none: it logs none
+    assert "causation_id" not in line
+    logs = _hcm(out, "plant")["access_log"]
+    plant = next(log for log in logs if log["name"] == "envoy.access_loggers.file")
+    assert plant["typed_config"]["log_format"]["json_format"]["causation_id"] == (
+        "%REQ(x-causation-id)%"
+    )
     assert "%6f" in line["started_at"]  # microseconds
     # health-check traffic (other hops probing the readiness route) is left out
     expression = audit["filter"]["extension_filter"]["typed_config"]["expression"]
@@ -345,7 +352,8 @@ def _allowed_headers(out: Path, entry: str) -> list[str]:
 @pytest.mark.parametrize("entry", ["plant", "cp", "pp"])
 def test_ext_authz_sends_only_the_headers_the_service_reads(out: Path, entry: str) -> None:
     allowed = _allowed_headers(out, entry)
-    read_by_service = {"authorization", "x-request-id", "x-correlation-id", "x-causation-id"}
+    read_by_service = {"authorization", "x-request-id", "x-correlation-id", "x-causation-id",
+                       "x-client-ip"}  # fmt: skip
     assert read_by_service | {"user-agent", "x-forwarded-for", "content-type"} == set(allowed)
     assert len(allowed) == len(set(allowed))
 

@@ -96,8 +96,8 @@ def test_authz_is_a_sidecar_on_loopback(rendered: dict[str, Path], target: str, 
 @pytest.mark.parametrize(
     ("entry", "hop", "service"),
     [
-        ("cp", "gateway_plant", "plant"),
-        ("pp", "gateway_plant", "plant"),
+        ("cp", "gateway_plant", "plant-internal"),  # PLANT's internal listener's own service
+        ("pp", "gateway_plant", "plant-internal"),
         ("plant", "backend", "backend"),
     ],
 )
@@ -150,7 +150,8 @@ def test_kubernetes_hops_use_cluster_dns_in_the_clear(
     out = rendered["kubernetes"]
     clusters = _clusters(out, entry)
     hop = clusters["backend" if entry == "plant" else "gateway_plant"]
-    service, port = ("backend", 8091) if entry == "plant" else ("plant", 8090)
+    # CP and PP reach PLANT's internal listener (8190) through the PLANT Service
+    service, port = ("backend", 8091) if entry == "plant" else ("plant", 8190)
     assert hop["type"] == "STRICT_DNS"
     assert _address(hop) == (f"gateway-{service}.gateway.svc.cluster.local", port)
     assert "transport_socket" not in hop
@@ -172,9 +173,75 @@ def test_set_applies_after_the_target(tmp_path: Path) -> None:
 
 def test_compose_target_uses_the_compose_service_names(rendered: dict[str, Path]) -> None:
     out = rendered["compose"]
-    assert _address(_clusters(out, "cp")["gateway_plant"]) == ("envoy-plant", 8090)
+    assert _address(_clusters(out, "cp")["gateway_plant"]) == ("envoy-plant", 8190)
     assert _address(_clusters(out, "plant")["backend"]) == ("backend", 8001)
     assert _address(_clusters(out, "plant")["authz"]) == ("authz", 9001)
+
+
+def _listeners(out: Path, entry: str) -> dict[str, tuple[str, int]]:
+    return {
+        listener["name"]: (
+            listener["address"]["socket_address"]["address"],
+            listener["address"]["socket_address"]["port_value"],
+        )
+        for listener in _resources(out, entry, "lds")
+    }
+
+
+@pytest.mark.parametrize("target", ["compose", "kubernetes", "cloudrun"])
+def test_the_internal_listener_is_reachable_where_the_hops_run(
+    rendered: dict[str, Path], target: str
+) -> None:
+    """Loopback would do for make up only: elsewhere the hops run in other containers."""
+    assert _listeners(rendered[target], "plant")["plant_internal"] == ("0.0.0.0", 8190)
+    assert _listeners(rendered["default"], "plant")["plant_internal"] == ("127.0.0.1", 8190)
+
+
+def _manifest(out: Path) -> dict[str, dict[str, Any]]:
+    entries = json.loads((out / "audit" / "access_logs.json").read_text())["access_logs"]
+    return {entry["name"]: entry for entry in entries}
+
+
+@pytest.mark.parametrize(
+    ("target", "directory"),
+    [("compose", "/srv/access-logs"), ("kubernetes", "/var/run/gateway/access-logs"),
+     ("cloudrun", "/var/run/gateway/access-logs")],
+)  # fmt: skip
+def test_each_target_puts_envoys_access_logs_in_its_shared_volume(
+    rendered: dict[str, Path], target: str, directory: str
+) -> None:
+    manifest = _manifest(rendered[target])
+    for entry in ENTRIES:
+        path = f"{directory}/{entry}.log"
+        assert manifest[entry]["path"] == path
+        listener = _resources(rendered[target], entry, "lds")[0]
+        logs = listener["filter_chains"][0]["filters"][0]["typed_config"]["access_log"]
+        assert path in [log["typed_config"].get("path") for log in logs]
+    # a container path: render never makes it on the machine it runs on
+    assert not Path(directory).exists()
+
+
+def test_compose_envoys_serve_admin_on_a_socket_in_the_shared_volume(
+    rendered: dict[str, Path],
+) -> None:
+    """The shipper runs in its own container: it reaches each Envoy's /reopen_logs there."""
+    manifest = _manifest(rendered["compose"])
+    for entry in ENTRIES:
+        socket = f"/srv/access-logs/{entry}-admin.sock"
+        assert manifest[entry]["admin"] == f"unix:{socket}"
+        bootstrap = yaml.safe_load((rendered["compose"] / "envoy" / f"{entry}.yaml").read_text())
+        assert bootstrap["admin"]["address"] == {"pipe": {"path": socket, "mode": 0o666}}
+    # in a pod or a Cloud Run instance the shipper shares Envoy's loopback
+    assert _manifest(rendered["kubernetes"])["cp"]["admin"] == "127.0.0.1:9902"
+
+
+@pytest.mark.parametrize("target", ["default", "compose", "kubernetes", "cloudrun"])
+def test_every_target_renders_envoys_flush_interval_for_its_launcher(
+    rendered: dict[str, Path], target: str
+) -> None:
+    flags = (rendered[target] / "envoy" / "flags").read_text().split()
+    assert flags == ["--file-flush-interval-msec", "250"]
+    assert {e["file_flush_interval_ms"] for e in _manifest(rendered[target]).values()} == {250}
 
 
 def _fixture_header(path: Path, key: str) -> str | None:

@@ -7,14 +7,16 @@ from pathlib import Path
 import pytest
 
 from authz_service.settings import Settings
+from authz_service.shipper.settings import ShipperSettings
 from devstack.stackconfig import choose_ports, load_with_ports
 from gateway_config import load_gateway_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "gateway.yaml"
 # What the stack binds besides the datastores (which always take free ports): each entry
-# point's public, admin and internal listeners, the backend, the authz gRPC, metrics and admin.
+# point's public, admin and internal listeners, the backend, the authz gRPC, metrics and admin,
+# and the audit shipper's /health and /metrics.
 NAMES = {"plant", "cp", "pp", "plant-admin", "cp-admin", "pp-admin", "plant-internal",
-         "backend", "authz", "metrics", "admin"}  # fmt: skip
+         "backend", "authz", "metrics", "admin", "shipper"}  # fmt: skip
 
 
 def _well_known() -> set[int]:
@@ -26,6 +28,8 @@ def _well_known() -> set[int]:
             ports.add(entry.internal.port)
     for address in (Settings.model_fields[n].default for n in ("metrics_address", "admin_address")):
         ports.add(int(address.rsplit(":", 1)[1]))
+    shipper = ShipperSettings.model_fields["health_address"].default
+    ports.add(int(shipper.rsplit(":", 1)[1]))
     return ports
 
 

@@ -8,6 +8,16 @@ output "backend_url" {
   value       = google_cloud_run_v2_service.backend.uri
 }
 
+output "plant_internal_url" {
+  description = "PLANT's internal listener (the CP/PP hops' audience; internal ingress, CP and PP invokers only)."
+  value       = module.plant_internal.uri
+}
+
+output "provision_job" {
+  description = "Name of the provisioning job (run it before the migrations job)."
+  value       = module.provision.name
+}
+
 output "migrations_job" {
   description = "Name of the migrations job."
   value       = module.migrations.name

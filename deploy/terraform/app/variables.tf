@@ -35,13 +35,7 @@ variable "envoy_image" {
 }
 
 variable "plant_public" {
-  description = "PLANT is also a client entry point behind the load balancer (allUsers may invoke it; its own JWT checks still apply)."
-  type        = bool
-  default     = true
-}
-
-variable "audit_shipper" {
-  description = "Run the audit shipper sidecar (issue 12). false: the authz sidecar writes PostgreSQL itself."
+  description = "PLANT is also a client entry point behind the load balancer (allUsers may invoke it; its own JWT checks still apply). The CP/PP hops use <prefix>-plant-internal either way."
   type        = bool
   default     = true
 }

@@ -58,12 +58,15 @@ def test_the_check_context_reads_what_the_grpc_transport_reads() -> None:
         "x-request-id": "rid",
         "x-correlation-id": "cid",
         "x-forwarded-for": "198.51.100.1, 203.0.113.9",
+        "x-client-ip": "203.0.113.9",
         "x-authz-peer": "127.0.0.1",
     }
     check = check_context("POST", "/api/v1/orders?a=1", headers)
     assert (check.gateway_type, check.route_id, check.permission) == ("CP", "r", "p")
     assert (check.request_id, check.correlation_id, check.method) == ("rid", "cid", "POST")
-    assert check.client_ip == "203.0.113.9", "the entry Envoy appended, not the client's"
+    assert check.client_ip == "203.0.113.9", "the address Envoy vouches for"
+    without = check_context("GET", "/", {"x-authz-peer": "192.0.2.4"})
+    assert without.client_ip == "192.0.2.4", "else the peer Envoy saw"
     assert check.path_only == "/api/v1/orders"
     assert check_context("GET", "/", {}).context == {}
 

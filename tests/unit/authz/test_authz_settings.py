@@ -28,7 +28,7 @@ def test_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.metrics_address == "127.0.0.1:9464"
     assert str(settings.runtime_config) == "build/authz/runtime.json"
     assert (settings.opa_url, settings.redis_url) == ("", "")
-    assert (str(settings.audit_journal_dir), settings.audit_fsync) == ("var/audit-journal", "batch")
+    assert (str(settings.audit_journal_dir), settings.audit_fsync) == ("var/audit-journal", "off")
     assert (settings.policy_fail_open, settings.budget_fail_open) == (True, False)
     assert settings.jwt_issuers[0].hs256_secret is not None
     assert "x" * 32 not in repr(settings)

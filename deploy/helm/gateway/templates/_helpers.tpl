@@ -48,3 +48,10 @@ securityContext:
 {{- define "gateway.image" -}}
 {{- if .digest }}{{ .repository }}@{{ .digest }}{{ else }}{{ .repository }}:{{ .tag }}{{ end }}
 {{- end }}
+
+{{/* The directory of Envoy's access logs, from render's kubernetes output (the manifest the
+     shipper reads lists the files Envoy writes): where the access-logs volume is mounted. */}}
+{{- define "gateway.accessLogDir" -}}
+{{- $manifest := include "gateway.rendered" (dict "root" . "path" "audit/access_logs.json") | fromJson -}}
+{{- (index $manifest.access_logs 0).path | dir -}}
+{{- end }}

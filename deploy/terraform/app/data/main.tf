@@ -28,7 +28,7 @@ variable "redis_memory_size_gb" {
 }
 
 variable "service_accounts" {
-  description = "Identity -> service account email: plant, cp, pp, backend, migrate."
+  description = "Identity -> service account email: plant, plant-internal, cp, pp, backend, migrate, provision."
   type        = map(string)
 }
 
@@ -79,16 +79,22 @@ resource "google_secret_manager_secret" "jwt_issuers" {
 }
 
 locals {
-  gateways = ["plant", "cp", "pp"]
+  gateways = ["plant", "plant-internal", "cp", "pp"]
+  urls     = module.database.database_url_secrets
   # secret -> identities that read it
   readers = merge(
     { (google_secret_manager_secret.jwt_issuers.secret_id) = local.gateways },
     { (module.redis.redis_url_secret) = local.gateways },
     { (module.redis.redis_ca_secret) = local.gateways },
-    # the audit shipper runs in every gateway service (all containers share its identity)
-    { (module.database.database_url_secrets["gateway_audit_shipper"]) = local.gateways },
-    { (module.database.database_url_secrets["gateway_backend"]) = ["backend"] },
-    { (module.database.database_url_secrets["gateway_migrations"]) = ["migrate"] },
+    # the audit shipper (and its retention) runs in every gateway service; all containers of a
+    # service share its identity, so the authz sidecar could read them too (docs/DEPLOY.md)
+    { (local.urls["shipper"]) = local.gateways },
+    { (local.urls["retention"]) = local.gateways },
+    { (local.urls["backend"]) = ["backend"] },
+    { (local.urls["migrator"]) = ["migrate"] },
+    # provisioning sets every login's password, as the provisioner
+    { (module.database.provisioner_url_secret) = ["provision"] },
+    { for duty, secret in module.database.password_secrets : secret => ["provision"] },
   )
   grants = merge([
     for secret, identities in local.readers : {
@@ -110,8 +116,23 @@ output "connector_id" {
 }
 
 output "database_url_secrets" {
-  description = "Login role -> secret id of its postgresql:// URL."
+  description = "Duty -> secret id of its login's postgresql:// URL."
   value       = module.database.database_url_secrets
+}
+
+output "password_secrets" {
+  description = "Duty -> secret id of its login's password (the provision job's)."
+  value       = module.database.password_secrets
+}
+
+output "provisioner_url_secret" {
+  description = "Secret id of PROVISION_SUPERUSER_DSN."
+  value       = module.database.provisioner_url_secret
+}
+
+output "database" {
+  description = "The gateway's database name."
+  value       = module.database.database
 }
 
 output "redis_url_secret" {

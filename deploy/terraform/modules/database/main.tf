@@ -1,8 +1,10 @@
 # Cloud SQL for PostgreSQL 15 on a private IP only, with pg_cron (audit retention), backups and
 # point-in-time recovery, TLS required. Credentials live in Secret Manager: a generated password
-# per database role (migrations, the audit shipper, the backend, readers); Terraform creates
-# the migrations login only; the migrations create the group roles, and the other logins are
-# created inside them (authz_service/audit/README.md, "Roles") with the passwords stored here.
+# per login (devstack/provision.py's Logins: migrator, shipper, retention, reader, backend), as
+# a postgresql:// URL for the workload that logs in and as the bare password for provisioning.
+# Terraform creates one Cloud SQL user, the provisioner (cloudsqlsuperuser, Cloud SQL's nearest
+# thing to a superuser); the provision job (python3 -m devstack provision) creates the group
+# roles and the logins with these passwords (authz_service/audit/README.md, "Roles").
 
 variable "name" {
   description = "Prefix of every resource name."
@@ -42,10 +44,22 @@ variable "deletion_protection" {
   default     = true
 }
 
-variable "login_roles" {
-  description = "Database logins that get a generated password in Secret Manager."
-  type        = list(string)
-  default     = ["gateway_migrations", "gateway_audit_shipper", "gateway_backend", "gateway_audit_reader"]
+variable "logins" {
+  description = "Duty -> database login (devstack.provision.Logins); each gets a generated password."
+  type        = map(string)
+  default = {
+    migrator  = "gateway_migrator"
+    shipper   = "gateway_shipper"
+    retention = "gateway_retention"
+    reader    = "gateway_reader"
+    backend   = "gateway_backend"
+  }
+}
+
+variable "provisioner" {
+  description = "The Cloud SQL user that provisions (cloudsqlsuperuser); only the provision job uses it."
+  type        = string
+  default     = "gateway_provisioner"
 }
 
 locals {
@@ -148,31 +162,64 @@ resource "google_sql_database" "gateway" {
 }
 
 resource "random_password" "login" {
-  for_each = toset(var.login_roles)
+  for_each = merge(var.logins, { provisioner = var.provisioner })
   length   = 40
   special  = false
 }
 
-# Only the migrations login is a Cloud SQL user (cloudsqlsuperuser: it creates the group
-# roles and pg_cron); every other login is created by the migrations role inside its group.
-resource "google_sql_user" "migrations" {
-  name     = "gateway_migrations"
+# The one Cloud SQL user: a cloudsqlsuperuser member, for the provision job alone. Every login
+# the gateway uses is created by that job (the same code as `make up` and compose).
+resource "google_sql_user" "provisioner" {
+  name     = var.provisioner
   instance = google_sql_database_instance.this.name
-  password = random_password.login["gateway_migrations"].result
+  password = random_password.login["provisioner"].result
 }
 
+locals {
+  host = google_sql_database_instance.this.private_ip_address
+}
+
+# duty -> postgresql:// URL of its login (the workload's secret)
 resource "google_secret_manager_secret" "database_url" {
-  for_each  = toset(var.login_roles)
-  secret_id = "${var.name}-db-${replace(each.key, "_", "-")}"
+  for_each  = var.logins
+  secret_id = "${var.name}-db-${each.key}-url"
   replication {
     auto {}
   }
 }
 
 resource "google_secret_manager_secret_version" "database_url" {
-  for_each    = toset(var.login_roles)
+  for_each    = var.logins
   secret      = google_secret_manager_secret.database_url[each.key].id
-  secret_data = "postgresql://${each.key}:${random_password.login[each.key].result}@${google_sql_database_instance.this.private_ip_address}:5432/${local.database}?sslmode=require"
+  secret_data = "postgresql://${each.value}:${random_password.login[each.key].result}@${local.host}:5432/${local.database}?sslmode=require"
+}
+
+# duty -> the bare password (<DUTY>_DB_PASSWORD of the provision job, which sets it)
+resource "google_secret_manager_secret" "password" {
+  for_each  = var.logins
+  secret_id = "${var.name}-db-${each.key}-password"
+  replication {
+    auto {}
+  }
+}
+
+resource "google_secret_manager_secret_version" "password" {
+  for_each    = var.logins
+  secret      = google_secret_manager_secret.password[each.key].id
+  secret_data = random_password.login[each.key].result
+}
+
+# PROVISION_SUPERUSER_DSN of the provision job
+resource "google_secret_manager_secret" "provisioner_url" {
+  secret_id = "${var.name}-db-provisioner-url"
+  replication {
+    auto {}
+  }
+}
+
+resource "google_secret_manager_secret_version" "provisioner_url" {
+  secret      = google_secret_manager_secret.provisioner_url.id
+  secret_data = "postgresql://${var.provisioner}:${random_password.login["provisioner"].result}@${local.host}:5432/postgres?sslmode=require"
 }
 
 output "private_ip" {
@@ -181,6 +228,21 @@ output "private_ip" {
 }
 
 output "database_url_secrets" {
-  description = "Login role -> id of the Secret Manager secret holding its postgresql:// URL."
-  value       = { for role, secret in google_secret_manager_secret.database_url : role => secret.secret_id }
+  description = "Duty (migrator, shipper, retention, reader, backend) -> secret id of its login's postgresql:// URL."
+  value       = { for duty, secret in google_secret_manager_secret.database_url : duty => secret.secret_id }
+}
+
+output "password_secrets" {
+  description = "Duty -> secret id of its login's password (the provision job's <DUTY>_DB_PASSWORD)."
+  value       = { for duty, secret in google_secret_manager_secret.password : duty => secret.secret_id }
+}
+
+output "provisioner_url_secret" {
+  description = "Secret id of the provisioner's postgresql:// URL (PROVISION_SUPERUSER_DSN)."
+  value       = google_secret_manager_secret.provisioner_url.secret_id
+}
+
+output "database" {
+  description = "The gateway's database name."
+  value       = local.database
 }

@@ -1,27 +1,37 @@
 # One gateway entry point on Cloud Run: the Envoy container takes the traffic; the authz service
 # is a sidecar on 127.0.0.1:9001 in the same instance (render's cloudrun target), started first
-# (Envoy depends on its gRPC startup probe). With issue 12's audit shipper, authz journals to
-# an in-memory volume that Envoy's access log and the shipper share; the shipper alone holds
-# database credentials. An OPA sidecar is optional.
+# (Envoy depends on its gRPC startup probe). The audit trail (authz_service/audit/README.md):
+# authz journals to an in-memory volume the shipper sidecar shares, Envoy writes its access log
+# to another (render's cloudrun audit.access_log_dir), and the shipper, the only container with
+# database logins, ships both to PostgreSQL; it reaches Envoy's admin on the instance's
+# loopback to rotate the log. An OPA sidecar is optional.
 
 locals {
-  run_dir     = "/var/run/gateway"
-  shipper_env = var.audit_shipper ? { AUTHZ_AUDIT_JOURNAL_DIR = "${local.run_dir}/journal" } : {}
-  opa_env     = var.opa_image == "" ? {} : { AUTHZ_OPA_URL = "http://127.0.0.1:8181" }
+  journal_dir    = "/var/run/gateway/journal"     # the app image's AUTHZ_*_JOURNAL_DIR
+  access_log_dir = "/var/run/gateway/access-logs" # render's cloudrun target
+  opa_env        = var.opa_image == "" ? {} : { AUTHZ_OPA_URL = "http://127.0.0.1:8181" }
   authz_env = merge(
     {
-      GATEWAY_ROLE          = "authz"
-      AUTHZ_GRPC_ADDRESS    = "127.0.0.1:9001"
-      AUTHZ_METRICS_ADDRESS = "127.0.0.1:9464"
-      AUTHZ_ADMIN_ADDRESS   = ""
-      AUTHZ_AUDIT_SPOOL_DIR = "${local.run_dir}/spool"
+      GATEWAY_ROLE                  = "authz"
+      AUTHZ_GRPC_ADDRESS            = "127.0.0.1:9001"
+      AUTHZ_METRICS_ADDRESS         = "127.0.0.1:9464"
+      AUTHZ_ADMIN_ADDRESS           = ""
+      AUTHZ_AUDIT_JOURNAL_DIR       = local.journal_dir
+      AUTHZ_AUDIT_JOURNAL_MAX_BYTES = tostring(var.journal_max_bytes)
       # let Envoy's health checks move away before new checks are refused (SIGTERM)
       AUTHZ_SHUTDOWN_DRAIN_SECONDS = "2"
     },
-    local.shipper_env,
     local.opa_env,
     var.authz_env,
   )
+  shipper_env = {
+    GATEWAY_ROLE                          = "shipper"
+    AUTHZ_SHIPPER_JOURNAL_DIR             = local.journal_dir
+    AUTHZ_SHIPPER_ACCESS_LOG_MANIFEST     = "/etc/gateway/audit/access_logs.json" # from render, in the image
+    AUTHZ_SHIPPER_ACCESS_LOGS             = var.entry                             # this instance's Envoy only
+    AUTHZ_SHIPPER_ACCESS_LOG_ROTATE_BYTES = tostring(var.access_log_rotate_bytes)
+    AUTHZ_SHIPPER_HEALTH_ADDRESS          = "0.0.0.0:9465"
+  }
 }
 
 resource "google_cloud_run_v2_service" "this" {
@@ -49,10 +59,18 @@ resource "google_cloud_run_v2_service" "this" {
     }
 
     volumes {
-      name = "gateway-run"
+      name = "audit-journal"
       empty_dir {
         medium     = "MEMORY"
-        size_limit = "256Mi"
+        size_limit = var.journal_size_limit
+      }
+    }
+
+    volumes {
+      name = "access-logs"
+      empty_dir {
+        medium     = "MEMORY"
+        size_limit = var.access_log_size_limit
       }
     }
 
@@ -105,8 +123,8 @@ resource "google_cloud_run_v2_service" "this" {
       }
 
       volume_mounts {
-        name       = "gateway-run"
-        mount_path = local.run_dir
+        name       = "access-logs"
+        mount_path = local.access_log_dir
       }
     }
 
@@ -158,8 +176,8 @@ resource "google_cloud_run_v2_service" "this" {
       }
 
       volume_mounts {
-        name       = "gateway-run"
-        mount_path = local.run_dir
+        name       = "audit-journal"
+        mount_path = local.journal_dir
       }
 
       volume_mounts {
@@ -168,36 +186,53 @@ resource "google_cloud_run_v2_service" "this" {
       }
     }
 
-    dynamic "containers" {
-      for_each = var.audit_shipper ? ["shipper"] : []
-      content {
-        name    = "shipper"
-        image   = var.app_image
-        command = ["python3", "-m", "authz_service", "audit", "ship"]
+    containers {
+      name    = "shipper"
+      image   = var.app_image
+      command = ["python3", "-m", "authz_service", "audit", "ship"]
 
-        env {
-          name  = "AUTHZ_AUDIT_JOURNAL_DIR"
-          value = "${local.run_dir}/journal"
+      dynamic "env" {
+        for_each = local.shipper_env
+        content {
+          name  = env.key
+          value = env.value
         }
+      }
 
-        env {
-          name = "AUTHZ_DATABASE_URL"
+      dynamic "env" {
+        for_each = var.shipper_secret_env
+        content {
+          name = env.key
           value_source {
             secret_key_ref {
-              secret  = var.shipper_database_url_secret
+              secret  = env.value
               version = "latest"
             }
           }
         }
+      }
 
-        resources {
-          limits = { cpu = "0.5", memory = "256Mi" }
-        }
+      resources {
+        limits = { cpu = "0.5", memory = "256Mi" }
+      }
 
-        volume_mounts {
-          name       = "gateway-run"
-          mount_path = local.run_dir
+      # started once it listens (it keeps the journal until PostgreSQL takes it)
+      startup_probe {
+        period_seconds    = 2
+        failure_threshold = 30
+        tcp_socket {
+          port = 9465
         }
+      }
+
+      volume_mounts {
+        name       = "audit-journal"
+        mount_path = local.journal_dir
+      }
+
+      volume_mounts {
+        name       = "access-logs"
+        mount_path = local.access_log_dir
       }
     }
 
@@ -221,13 +256,6 @@ resource "google_cloud_run_v2_service" "this" {
           }
         }
       }
-    }
-  }
-
-  lifecycle {
-    precondition {
-      condition     = !var.audit_shipper || var.shipper_database_url_secret != ""
-      error_message = "audit_shipper needs shipper_database_url_secret."
     }
   }
 }

@@ -101,16 +101,37 @@ variable "redis_ca_secret" {
   type        = string
 }
 
-variable "audit_shipper" {
-  description = "Run the audit shipper sidecar (issue 12): authz journals, the shipper writes PostgreSQL."
-  type        = bool
-  default     = true
+variable "shipper_secret_env" {
+  description = "The audit shipper's logins from Secret Manager: AUTHZ_SHIPPER_DATABASE_URL (required) and AUTHZ_SHIPPER_RETENTION_DATABASE_URL -> secret id."
+  type        = map(string)
+  validation {
+    condition     = contains(keys(var.shipper_secret_env), "AUTHZ_SHIPPER_DATABASE_URL")
+    error_message = "shipper_secret_env needs AUTHZ_SHIPPER_DATABASE_URL (the shipper login's URL)."
+  }
 }
 
-variable "shipper_database_url_secret" {
-  description = "Secret id of the shipper role's postgresql:// URL."
+variable "journal_size_limit" {
+  description = "In-memory volume of the authz journal (the shipper empties it)."
   type        = string
-  default     = ""
+  default     = "256Mi"
+}
+
+variable "journal_max_bytes" {
+  description = "AUTHZ_AUDIT_JOURNAL_MAX_BYTES: checks are refused (503) past it; below the volume's size."
+  type        = number
+  default     = 201326592 # 192 MiB
+}
+
+variable "access_log_size_limit" {
+  description = "In-memory volume of Envoy's access log (the shipper rotates it)."
+  type        = string
+  default     = "128Mi"
+}
+
+variable "access_log_rotate_bytes" {
+  description = "AUTHZ_SHIPPER_ACCESS_LOG_ROTATE_BYTES: a shipped access log past it is rotated."
+  type        = number
+  default     = 33554432 # 32 MiB
 }
 
 variable "opa_image" {

@@ -1,5 +1,7 @@
-# The Cloud Run job that runs `alembic upgrade head` as the migrations role (its own service
-# account and database login, from Secret Manager). The db-migrations workflow executes it.
+# A one-shot Cloud Run job of the app image with its own service account, reaching Cloud SQL
+# through the VPC connector, its settings from Secret Manager: the provisioning (python3 -m
+# devstack provision, as the provisioner) and the migrations (alembic upgrade head, as the
+# migrations login). The db-migrations workflow executes both, in that order.
 
 variable "name" {
   description = "Job name."
@@ -12,17 +14,28 @@ variable "region" {
 }
 
 variable "app_image" {
-  description = "The app image (it carries migrations/ and alembic.ini), by digest."
+  description = "The app image (it carries migrations/, alembic.ini and devstack/), by digest."
   type        = string
+}
+
+variable "command" {
+  description = "The job's command."
+  type        = list(string)
+}
+
+variable "args" {
+  description = "Its arguments."
+  type        = list(string)
+  default     = []
+}
+
+variable "secret_env" {
+  description = "Environment variable -> Secret Manager secret id (its latest version)."
+  type        = map(string)
 }
 
 variable "service_account_email" {
-  description = "The job's own identity."
-  type        = string
-}
-
-variable "database_url_secret" {
-  description = "Secret id of the migrations role's postgresql:// URL."
+  description = "The job's own identity (it may read only its own secrets)."
   type        = string
 }
 
@@ -57,15 +70,18 @@ resource "google_cloud_run_v2_job" "this" {
 
       containers {
         image   = var.app_image
-        command = ["alembic"]
-        args    = ["upgrade", "head"]
+        command = var.command
+        args    = var.args
 
-        env {
-          name = "AUTHZ_DATABASE_URL"
-          value_source {
-            secret_key_ref {
-              secret  = var.database_url_secret
-              version = "latest"
+        dynamic "env" {
+          for_each = var.secret_env
+          content {
+            name = env.key
+            value_source {
+              secret_key_ref {
+                secret  = env.value
+                version = "latest"
+              }
             }
           }
         }
