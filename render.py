@@ -138,7 +138,11 @@ def render_config(
             "correlation_id": correlation_id,
             "request_key": request_key,
             "access_log_format": log_format(
-                gateway_type, request_key, correlation_id, sets_causation_id=entry.via is not None
+                gateway_type,
+                request_key,
+                correlation_id,
+                sets_causation_id=entry.via is not None,
+                transport=config.authz.transport,
             ),
         }
         for kind in DYNAMIC_FILES:

@@ -22,6 +22,10 @@ def _run_serve() -> int:
         print(f"authz_service: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    if settings.workers > 1 and settings.worker_index is None:
+        from authz_service.workers import supervise  # noqa: PLC0415
+
+        return supervise(settings)
     from authz_service.server import serve  # noqa: PLC0415 - grpc loads only when serving
 
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -53,8 +54,11 @@ class GatewayAdminService(pb_grpc.GatewayAdminServicer):
         *,
         dev_claims: bool,
         timeout_seconds: float,
+        on_applied: Callable[[], None] | None = None,
     ) -> None:
         self._pipeline = pipeline
+        # with workers: the others reload too (the supervisor passes a SIGHUP on to all)
+        self._on_applied = on_applied
         self._explainer = Explainer(pipeline, timeout_seconds=timeout_seconds)
         self._reloader = reloader
         self._dev_claims = dev_claims
@@ -118,6 +122,8 @@ class GatewayAdminService(pb_grpc.GatewayAdminServicer):
 
     async def Reload(self, request: Any, context: Any) -> pb.ReloadResponse:  # noqa: N802
         result = await self._reloader.reload()
+        if result.applied and self._on_applied is not None:
+            self._on_applied()  # validated here first: a refused revision reaches no worker
         return pb.ReloadResponse(
             applied=result.applied,
             config_revision=result.config_revision,

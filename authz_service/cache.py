@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from authz_service import metrics
@@ -17,11 +17,11 @@ class ExpiringLRU(Generic[V]):
     def __init__(self, name: str, max_size: int, clock: Callable[[], float]) -> None:
         self._max_size = max_size
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, V]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
         self._hits = metrics.CACHE_LOOKUPS.labels(name, "hit")
         self._misses = metrics.CACHE_LOOKUPS.labels(name, "miss")
 
-    def get(self, key: str) -> V | None:
+    def get(self, key: Hashable) -> V | None:
         entry = self._entries.get(key)
         if entry is not None:
             if entry[0] > self._clock():
@@ -32,7 +32,7 @@ class ExpiringLRU(Generic[V]):
         self._misses.inc()
         return None
 
-    def put(self, key: str, value: V, expires_at: float) -> None:
+    def put(self, key: Hashable, value: V, expires_at: float) -> None:
         if self._max_size <= 0 or expires_at <= self._clock():
             return
         self._entries[key] = (expires_at, value)

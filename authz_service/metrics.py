@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from authz_service.errors import Stage
 
@@ -36,6 +36,15 @@ SHADOW_DENIALS = Counter(
     "authz_shadow_denials_total",
     "Denials a stage in shadow mode would have returned (not enforced), by stage and code.",
     ["stage", "code"],
+)
+HTTP_CONNECTIONS = Gauge(
+    "authz_http_connections", "Open connections of the HTTP ext_authz transport."
+)
+HTTP_REFUSED = Counter(
+    "authz_http_refused_total",
+    "HTTP requests refused before any check (bad_request, request_timeout, "
+    "request_header_fields_too_large), by code; the connection is closed.",
+    ["code"],
 )
 
 # Children bound once: `labels()` costs a lock and a tuple lookup on every call, which the

@@ -60,7 +60,39 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    grpc_address: str = Field("127.0.0.1:9001", description="host:port of the gRPC server.")
+    grpc_address: str = Field(
+        "127.0.0.1:9001", description="host:port of the gRPC ext_authz server (empty: off)."
+    )
+    http_address: str = Field(
+        "",
+        description="host:port of the HTTP ext_authz server (Envoy `http_service`; empty: off).",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes; above 1 a supervisor starts them, they share the "
+        "HTTP and gRPC ports (SO_REUSEPORT), a dead one is restarted (docs/ARCHITECTURE.md).",
+    )
+    worker_index: int | None = Field(
+        None, ge=0, description="Set by the supervisor for each worker (not by operators)."
+    )
+    http_max_headers: int = Field(64, ge=8, description="Header fields one HTTP check may have.")
+    http_max_head_bytes: int = Field(
+        32 * 1024, ge=4096, description="Bytes of one HTTP check's request line and headers."
+    )
+    http_max_pipelined: int = Field(
+        32, ge=1, description="HTTP checks in flight per connection (reading pauses beyond)."
+    )
+    http_header_timeout_seconds: float = Field(
+        10.0, gt=0, description="An HTTP request head not complete by then: 408, closed."
+    )
+    http_idle_timeout_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="An idle HTTP connection is closed after this (keep it above Envoy's "
+        "cluster idle timeout, which render sets to 60 s).",
+    )
     runtime_config: Path = Field(
         Path("build/authz/runtime.json"), description="runtime.json written by render.py."
     )

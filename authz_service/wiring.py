@@ -15,6 +15,7 @@ from authz_service.adapters.opa_http import OpaHttpEngine
 from authz_service.adapters.redis_budget import RedisBudgetStore
 from authz_service.adapters.regopy_engine import RegopyEngine
 from authz_service.adapters.static_keys import StaticKeySource
+from authz_service.health import HealthBoard
 from authz_service.pipeline import FailOpen, Pipeline
 from authz_service.ports import BudgetStore, KeySource, PolicyEngine
 from authz_service.reload import Reloader, policy_revision
@@ -37,6 +38,7 @@ class Components:
     reloader: Reloader
     http_session: aiohttp.ClientSession | None = None
     health_probes: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
+    health: HealthBoard = field(default_factory=HealthBoard)
 
     async def close(self) -> None:
         await self.reloader.close()

@@ -17,11 +17,20 @@ from bench.profile import profile_authz
 from bench.runner import SATURATION, Plan, memory_run, run_rounds, verify
 from bench.stack import REPO, StackOptions, bench_stack
 
-ALL = ("envoy", "authz-embedded", "authz-opa", "opa-envoy", "native", "python-noop")
+ALL = (
+    "envoy",
+    "authz-http",
+    "authz-embedded",
+    "authz-opa",
+    "opa-envoy",
+    "native",
+    "http-noop",
+    "python-noop",
+)
 DEFAULT = ALL
 TOOLS = {
     "vegeta": "tools/build-vegeta.sh",
-    "opa-envoy": "tools/build-opa-envoy.sh",
+    "opa-envoy-plugin": "tools/build-opa-envoy.sh",
     "opa": "tools/build-opa.sh",
 }
 
@@ -35,6 +44,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=32, help="wrk connections at saturation")
     p.add_argument("--memory-seconds", type=float, default=300, help="memory run (0: none)")
     p.add_argument("--memory-rate", type=int, default=500)
+    p.add_argument("--memory-config", default="authz-http", help="the memory run's configuration")
     p.add_argument("--configs", default=",".join(DEFAULT), help=f"subset of {','.join(ALL)}")
     p.add_argument("--authz-workers", type=int, default=2, help="authz processes per variant")
     p.add_argument("--authz-transport", choices=["uds", "tcp"], default="uds")
@@ -51,6 +61,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--front-concurrency", type=int, default=2, help="front Envoy workers")
     p.add_argument("--profile", type=float, default=0, help="py-spy seconds on one worker")
     p.add_argument("--profile-native", action="store_true", help="py-spy --native (C frames)")
+    p.add_argument("--profile-config", default="authz-http", help="the profiled configuration")
     p.add_argument(
         "--update-readme", action="store_true", help="put the figures into bench/README.md"
     )
@@ -126,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         args.connections,
         args.memory_seconds,
         args.memory_rate,
-        "authz-embedded",
+        args.memory_config,
     )
     opts = StackOptions(
         configs,
@@ -146,12 +157,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         log("every configuration answers a valid token with 200 and refuses the others")
         records = run_rounds(stack, plan, log)
-        trace = memory_run(stack, plan, log) if "authz-embedded" in configs else None
+        trace = memory_run(stack, plan, log) if plan.memory_config in configs else None
         profile = None
         if args.profile > 0:
             profile = profile_authz(
                 stack,
-                "authz-embedded",
+                args.profile_config,
                 args.profile,
                 args.connections,
                 args.out,
@@ -178,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": {
             "envoy": _version(["envoy", "--version"]),
             "opa": _version(["opa", "version"]),
+            "opa-envoy-plugin": _version(["opa-envoy-plugin", "version"]),
             "python": sys.version.split()[0],
             "wrk": _version(["wrk", "-v"]),
             "vegeta": "v12.13.0",
@@ -185,9 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         "profile": None if profile is None else _relative(profile),
         "service_metrics": analysis.service_by_kind(records),
         "notes": "Shared 2-core machine: the ratios matter, absolute numbers are context. "
-        "Configuration (3) is tools/opa-envoy: OPA v1.22.2's Go packages serving Envoy's "
-        "ext_authz Check the way the OPA-Envoy plugin does (the plugin's own Go module is not "
-        "served by the module proxy this machine reaches).",
+        "Configuration (3) is the real OPA-Envoy plugin (tools/build-opa-envoy.sh, from "
+        "OPA_ENVOY_PLUGIN_SRC) with its default settings.",
     }
     path = report.write(args.out, records, table, list(configs), kinds, found, trace, meta)
     if args.update_readme:

@@ -146,6 +146,8 @@ def shipper(
 def opa_envoy(
     exits: contextlib.ExitStack, home: Path, issuer: BenchIssuer, runtime: Any
 ) -> tuple[str, int]:
+    """The real OPA-Envoy plugin (tools/build-opa-envoy.sh) on `opa_envoy/policy.rego`, with
+    its data (issuer, audience, JWKS, RBAC) as a data file; its ext_authz gRPC on a socket."""
     policy_dir = home / "opa-envoy-policy"
     policy_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(BENCH / "opa_envoy" / "policy.rego", policy_dir / "policy.rego")
@@ -159,21 +161,36 @@ def opa_envoy(
     }
     (policy_dir / "data.json").write_text(json.dumps(data))
     path = home / "opa-envoy.sock"
-    address = f"unix:{path}"
+    api = f"127.0.0.1:{free_port()}"
+    argv = [
+        str(REPO / ".cache" / "bin" / "opa-envoy-plugin"),
+        "run",
+        "--server",
+        "--addr",
+        api,
+        "--log-level",
+        "error",
+        "--set",
+        f"plugins.envoy_ext_authz_grpc.addr=unix://{path}",
+        "--set",
+        "plugins.envoy_ext_authz_grpc.path=envoy/authz/allow",
+        str(policy_dir / "policy.rego"),
+        str(policy_dir / "data.json"),
+    ]
     process = ManagedProcess(
-        "opa-envoy",
-        [str(REPO / ".cache" / "bin" / "opa-envoy"), "-addr", address, "-policy", str(policy_dir)],
+        "opa-envoy-plugin",
+        argv,
         log_path=home / "opa-envoy.log",
-        ready=lambda: _accepts(path),
+        # OPA's health with its plugins: ready once the ext_authz server is up
+        ready=lambda: http_get(f"http://{api}/health?plugins")[0] == 200 and _accepts(path),
     )
     process.start()
     exits.callback(process.stop)
     assert process.pid is not None
-    return address, process.pid
+    return f"unix:{path}", process.pid
 
 
 def _accepts(path: Path) -> bool:
-    """opa-envoy has no health service: ready once its socket accepts a connection."""
     if not path.exists():
         return False
     with socket.socket(socket.AF_UNIX) as client:
@@ -182,6 +199,82 @@ def _accepts(path: Path) -> bool:
         except OSError:
             return False
     return True
+
+
+def http_noop(exits: contextlib.ExitStack, home: Path, workers: int) -> tuple[str, list[int]]:
+    """(0b): `workers` bare HTTP allow-all processes sharing one port (SO_REUSEPORT)."""
+    address = f"127.0.0.1:{free_port()}"
+    pids = []
+    for index in range(workers):
+        process = ManagedProcess(
+            f"http-noop-{index}",
+            [sys.executable, "-m", "bench.noop_http_authz", address],
+            log_path=home / f"http-noop-{index}.log",
+            ready=lambda: http_get(f"http://{address}/health")[0] == 200,
+        )
+        process.start()
+        exits.callback(process.stop)
+        assert process.pid is not None
+        pids.append(process.pid)
+    return address, pids
+
+
+def authz_http(
+    exits: contextlib.ExitStack, name: str, env: dict[str, str], workers: int, home: Path
+) -> Workers:
+    """(2c): `python -m authz_service serve` over HTTP with AUTHZ_WORKERS=N: one supervisor,
+    N workers on one port; worker i's metrics on the metrics port + i."""
+    address = f"127.0.0.1:{free_port()}"
+    metrics_port = _free_ports(workers)
+    worker_env = {
+        **os.environ,
+        **env,
+        "AUTHZ_HTTP_ADDRESS": address,
+        "AUTHZ_GRPC_ADDRESS": "",
+        "AUTHZ_WORKERS": str(workers),
+        "AUTHZ_AUDIT_JOURNAL_DIR": str(home / f"{name}-journal"),
+        "AUTHZ_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
+        "AUTHZ_ADMIN_ADDRESS": "",
+        "AUTHZ_LOG_LEVEL": "WARNING",
+    }
+    process = ManagedProcess(
+        f"authz {name}",
+        [sys.executable, "-m", "authz_service", "serve"],
+        log_path=home / f"{name}.log",
+        ready=lambda: _all_workers_serve(address, metrics_port, workers),
+        env=worker_env,
+    )
+    process.start()
+    exits.callback(process.stop)
+    assert process.pid is not None
+    urls = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in range(workers)]
+    return Workers([address], [process.pid], urls)
+
+
+def _free_ports(count: int) -> int:
+    """A first port with `count` free ports from it (worker metrics ports are consecutive)."""
+    for _ in range(100):
+        first = free_port()
+        if all(_port_free(first + i) for i in range(count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _all_workers_serve(address: str, metrics_port: int, workers: int) -> bool:
+    if http_get(f"http://{address}/health")[0] != 200:
+        return False
+    return all(
+        http_get(f"http://127.0.0.1:{metrics_port + i}/metrics")[0] == 200 for i in range(workers)
+    )
 
 
 def front(

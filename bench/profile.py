@@ -9,6 +9,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+from bench import procstat
 from bench.load import wrk_saturation
 from bench.stack import Stack
 
@@ -59,6 +60,8 @@ def profile_authz(
     config = next((c for c in stack.configurations if c.key == config_key), None)
     if not pids or config is None or shutil.which("py-spy") is None:
         return None
+    # a supervisor's workers are its children: profile the first worker, not the supervisor
+    pids = sorted(procstat.tree(pids)[1:]) or pids
     raw = stack.workdir / f"profile-{config_key}.raw"
     spy = subprocess.Popen(
         [

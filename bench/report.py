@@ -12,10 +12,12 @@ from bench.runner import SATURATION, MemoryTrace, RunRecord
 
 TITLES = {
     "envoy": "(1) Envoy alone",
-    "authz-embedded": "(2a) authz_service, embedded policy",
-    "authz-opa": "(2b) authz_service, OPA server policy",
-    "opa-envoy": "(3) OPA-Envoy ext_authz",
+    "authz-http": "(2c) authz_service over HTTP, workers",
+    "authz-embedded": "(2a) authz_service, gRPC, embedded policy",
+    "authz-opa": "(2b) authz_service, gRPC, OPA server policy",
+    "opa-envoy": "(3) OPA-Envoy plugin",
     "native": "(4) Envoy jwt_authn + rbac",
+    "http-noop": "(0b) bare HTTP allow-all",
     "python-noop": "(0) bare grpc.aio allow-all",
 }
 

@@ -97,7 +97,7 @@ class _Builder:
         url = f"http://127.0.0.1:{spec.port}{PATH}"
         self.stack.configurations.append(
             Configuration(
-                key, title, url, components, guarded=spec.mode != "none" and key != "python-noop"
+                key, title, url, components, guarded=spec.mode != "none" and "noop" not in key
             )
         )
 
@@ -143,6 +143,8 @@ class _Builder:
             "AUTHZ_JWT_ISSUERS": json.dumps([{**issuer, "jwks_url": self.jwks_url}]),
             "AUTHZ_POLICY_DIR": str(REPO / "policies"),
             "AUTHZ_REDIS_URL": redis.url,
+            # a process crash loses nothing (the page cache has it); the default of issue 14
+            "AUTHZ_AUDIT_FSYNC": "off",
             **dict(self.opts.authz_env),
         }
         shared = {"redis": [redis.pid], "postgres": [pg.pid]}
@@ -155,6 +157,20 @@ class _Builder:
             title = "(2a) Envoy → authz_service, full pipeline, embedded policy engine (regopy)"
             parts = {"authz": pids, "shipper": shipper, **shared}
             self.add("authz-embedded", title, spec, parts)
+        if "authz-http" in wanted:
+            workers = processes.authz_http(
+                self.exits, "http", env, self.opts.authz_workers, self.workdir
+            )
+            self.stack.authz_pids["authz-http"] = workers.pids
+            self.stack.metrics_urls["authz-http"] = workers.metrics_urls
+            log, shipper = self.audited("authz-http", "http")
+            spec = self.front("authz-http", "ext_authz_http", tuple(workers.endpoints), log)
+            title = (
+                f"(2c) Envoy → authz_service over HTTP, {self.opts.authz_workers} workers, "
+                "full pipeline, embedded policy engine"
+            )
+            parts = {"authz": workers.pids, "shipper": shipper, **shared}
+            self.add("authz-http", title, spec, parts)
         if "authz-opa" in wanted:
             opa = self.exits.enter_context(
                 provision_opa(self.workdir, REPO / "policies", provider="local")
@@ -174,7 +190,7 @@ class _Builder:
             self.add(
                 "envoy", "(1) Envoy → backend, no authorization", self.front("envoy", "none"), {}
             )
-        if wanted & {"authz-embedded", "authz-opa"}:
+        if wanted & {"authz-embedded", "authz-opa", "authz-http"}:
             self.stack.info.update(
                 authz_workers=self.opts.authz_workers, authz_transport=self.opts.authz_transport
             )
@@ -183,9 +199,14 @@ class _Builder:
             address, pid = processes.opa_envoy(
                 self.exits, self.workdir, self.stack.issuer, self.runtime
             )
-            title = "(3) Envoy → OPA-Envoy ext_authz (Rego: JWT RS256/JWKS + RBAC)"
+            title = "(3) Envoy → the OPA-Envoy plugin (Rego: JWT RS256/JWKS + RBAC)"
             spec = self.front("opa-envoy", "ext_authz", (address,))
             self.add("opa-envoy", title, spec, {"opa-envoy": [pid]})
+        if "http-noop" in wanted:
+            address, pids = processes.http_noop(self.exits, self.workdir, self.opts.authz_workers)
+            title = "(0b) Envoy → bare asyncio + httptools HTTP allow-all (calibration)"
+            spec = self.front("http-noop", "ext_authz_http", (address,))
+            self.add("http-noop", title, spec, {"authz": pids})
         if "python-noop" in wanted:
             endpoints, pids = self.workers("noop", {}, ("bench.noop_authz",))
             title = "(0) Envoy → bare grpc.aio Check that always allows (calibration)"

@@ -156,7 +156,11 @@ def _process(  # noqa: PLR0917 - the parts of one process, all named at the call
 
 
 def _start_apps(
-    stack: Stack, exits: contextlib.ExitStack, ports: Ports, options: UpOptions
+    stack: Stack,
+    exits: contextlib.ExitStack,
+    ports: Ports,
+    options: UpOptions,
+    transport: str = "grpc",
 ) -> None:
     backend_url = f"http://{LOOPBACK}:{ports['backend']}"
     _say("devstack: starting the backend and the authz service")
@@ -172,8 +176,10 @@ def _start_apps(
     authz = f"{LOOPBACK}:{ports['authz']}"
     metrics = f"{LOOPBACK}:{ports['metrics']}"
     admin = f"{LOOPBACK}:{ports['admin']}"
+    http = transport == "http"  # the config's authz.transport: which one Envoy calls
     stack.env |= {
-        "AUTHZ_GRPC_ADDRESS": authz,
+        "AUTHZ_GRPC_ADDRESS": "" if http else authz,
+        "AUTHZ_HTTP_ADDRESS": authz if http else "",
         "AUTHZ_RUNTIME_CONFIG": str(options.build_dir / "authz" / "runtime.json"),
         "AUTHZ_JWT_ISSUERS": issuer.settings_json(),
         "AUTHZ_POLICY_DIR": str(REPO_ROOT / "policies"),
@@ -185,10 +191,16 @@ def _start_apps(
         exits,
         "authz",
         [sys.executable, "-m", "authz_service", "serve"],
-        lambda: health_probe.serving(authz),
+        (lambda: http_status(f"http://{authz}/health") == 200)
+        if http
+        else (lambda: health_probe.serving(authz)),
     )
     stack.rows.append(
-        ("authz (gRPC)", authz, f"metrics http://{metrics}/metrics, admin API {admin}")
+        (
+            f"authz ({'HTTP' if http else 'gRPC'})",
+            authz,
+            f"metrics http://{metrics}/metrics, admin API {admin}",
+        )
     )
 
 
@@ -303,7 +315,7 @@ def _run_stack(options: UpOptions, config: GatewayConfig, ports: Ports) -> int:
     with contextlib.ExitStack() as exits, _signals_stop():
         try:
             _start_datastores(stack, exits)
-            _start_apps(stack, exits, ports, options)
+            _start_apps(stack, exits, ports, options, config.authz.transport)
             _start_shipper(stack, exits, ports, options.build_dir)
             _start_envoys(stack, exits, config, options)
             stack.state.ready = True

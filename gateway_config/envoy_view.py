@@ -13,13 +13,25 @@ from gateway_contract.headers import (
     CAUSATION_HEADER,
     CLIENT_IP_HEADER,
     CORRELATION_HEADER,
+    DECISION_HEADER,
+    DENIAL_CLIENT_HEADERS,
     IDENTITY_HEADERS,
+    PEER_HEADER,
+    ROUTE_FACTS_HEADER,
 )
+from gateway_contract.http_check import HTTP_CHECK_PATH_PREFIX
 from gateway_contract.matcher import ENVOY_PATH_HANDLING, envoy_route_match
-from gateway_contract.route_facts import facts_of_route
+from gateway_contract.route_facts import (
+    ROUTE_FACTS_KEY,
+    ROUTE_FACTS_NAMESPACE,
+    RouteFacts,
+    facts_of_route,
+    route_facts_formatter,
+)
 from gateway_contract.runtime import RuntimeConfig
 
 AUTHZ_CLUSTER = "authz"
+AUTHZ_HTTP_IDLE_TIMEOUT = "60s"
 # Google's metadata server, which mints the ID tokens of gcp_authn (Cloud Run, GKE).
 GCP_METADATA_CLUSTER = "gcp_metadata"
 GCP_METADATA_HOST = "metadata.google.internal"
@@ -49,6 +61,7 @@ def _cluster(
     connect_timeout_ms: int,
     *,
     http2: bool = False,
+    idle_timeout: str | None = None,
     health_check: HealthCheck | None = None,
     tls: bool = False,
     id_token_audience: str | None = None,
@@ -65,6 +78,7 @@ def _cluster(
         "port": port,
         "connect_timeout": _seconds(connect_timeout_ms),
         "http2": http2,
+        "idle_timeout": idle_timeout,
         "tls": tls,
         "id_token_audience": id_token_audience,
         "health_check": None
@@ -135,8 +149,12 @@ def _forward_target(config: GatewayConfig, entry: EntryPoint) -> tuple[str, int]
 def _clusters(config: GatewayConfig, entry: EntryPoint, routes: list[Route]) -> list[Any]:
     """The authz service, then the entry point it forwards to or the routes' upstreams."""
     authz = config.authz
+    # HTTP/1.1 to the HTTP transport: below the service's own idle timeout (300 s), so Envoy
+    # never sends a check on a connection the service is closing
+    http = authz.transport == "http"
+    idle = AUTHZ_HTTP_IDLE_TIMEOUT if http else None
     clusters = [_cluster(AUTHZ_CLUSTER, authz.host, authz.port, authz.connect_timeout_ms,
-                         http2=True)]  # fmt: skip
+                         http2=not http, idle_timeout=idle)]  # fmt: skip
     if entry.via is not None:
         target = config.entry_points[entry.via]
         host, port = _forward_target(config, entry)
@@ -189,12 +207,41 @@ def _route_views(
             "timeout": _seconds(route.timeout_ms or config.limits.request_timeout_ms),
             "public": route.public,
             "max_request_bytes": route.max_request_bytes,
-            "context_extensions": facts_of_route(
-                runtime, route.id, entry.gateway_type, charges_budget=charges_budget
-            ).to_context_extensions(),
+            **_facts(
+                facts_of_route(runtime, route.id, entry.gateway_type, charges_budget=charges_budget)
+            ),
         }
         for route in routes
     ]
+
+
+def _facts(facts: RouteFacts) -> dict[str, Any]:
+    """A route's facts in both renderings: the gRPC check's context extensions, and the
+    route-metadata string the HTTP check's header is read from."""
+    return {
+        "context_extensions": facts.to_context_extensions(),
+        "route_facts": facts.to_route_metadata(),
+    }
+
+
+def _authz_view(config: GatewayConfig) -> dict[str, Any]:
+    authz = config.authz
+    return {
+        "cluster": AUTHZ_CLUSTER,
+        "transport": authz.transport,
+        "timeout": _seconds(authz.timeout_ms),
+        "request_headers": list(authz.check_request_headers()),
+        # the HTTP transport: where checks go, the facts' header, what goes where back
+        "path_prefix": HTTP_CHECK_PATH_PREFIX,
+        "facts_header": ROUTE_FACTS_HEADER,
+        "facts_namespace": ROUTE_FACTS_NAMESPACE,
+        "facts_key": ROUTE_FACTS_KEY,
+        "facts_formatter": route_facts_formatter(),
+        "peer_header": PEER_HEADER,
+        "decision_header": DECISION_HEADER,
+        "upstream_headers": list(IDENTITY_HEADERS),
+        "client_headers": list(DENIAL_CLIENT_HEADERS),
+    }
 
 
 def entry_point_view(
@@ -225,11 +272,7 @@ def entry_point_view(
             # readiness probes (other hops' health checks of this one) are not requests
             "filter": f"!(has(xds.route_name) && xds.route_name == '{READINESS_ROUTE}')",
         },
-        "authz": {
-            "cluster": AUTHZ_CLUSTER,
-            "timeout": _seconds(config.authz.timeout_ms),
-            "request_headers": list(config.authz.check_request_headers()),
-        },
+        "authz": _authz_view(config),
         "limits": _limits(config),
         "path_handling": ENVOY_PATH_HANDLING,
         "clusters": clusters,

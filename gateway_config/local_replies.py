@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 
 from gateway_config.models import HTTP_METHODS
+from gateway_contract.http_check import HTTP_UNAVAILABLE_STATUS
 
 # Envoy's details of a local reply the gateway's Lua filter sent (request_ids.lua.j2); its
 # body is the detail shown to the client.
@@ -29,6 +30,7 @@ class LocalReply:
     title: str
     detail: str = "%RESPONSE_CODE_DETAILS%"
     rewrite_status: bool = False
+    keep_body: bool = False  # only the status changes: the authz service's body stays
 
     @property
     def status_json(self) -> str:
@@ -47,6 +49,10 @@ UNSUPPORTED_METHOD_DETAIL = f"the gateway routes only {', '.join(HTTP_METHODS)}"
 UPSTREAM_ERROR = ("upstream_error", "Upstream error")
 
 LOCAL_REPLIES: tuple[LocalReply, ...] = (
+    # the HTTP transport's 503 denials (gateway_contract.http_check): their status
+    # back, their own problem body kept
+    LocalReply(f"response.code == {HTTP_UNAVAILABLE_STATUS} && !({NOT_AN_AUTHZ_DENIAL})", 503,
+               "", "", rewrite_status=True, keep_body=True),
     LocalReply("response.code_details == 'ext_authz_error'", 503, "authz_unavailable",
                "Authorization service unavailable"),
     # the Lua filter's refusals, before any check: its body is the detail

@@ -116,6 +116,9 @@ HeaderName = Annotated[str, AfterValidator(_header_name)]
 class Authz(_Strict):
     host: str = Field(min_length=1)
     port: Port
+    # grpc: Envoy's ext_authz `grpc_service` (Check over HTTP/2); http: `http_service`, the
+    # service's HTTP/1.1 transport (AUTHZ_HTTP_ADDRESS), route facts sent as one header
+    transport: Literal["grpc", "http"] = "grpc"
     timeout_ms: int = Field(default=250, ge=1, le=60_000)
     connect_timeout_ms: int = Field(default=500, ge=1)
     # Envoy sends the service only the headers it reads: these must cover AUTHZ_POLICY_HEADERS

@@ -8,20 +8,29 @@ of a line is `authz_service/audit/envoy_log.py`.
 
 from __future__ import annotations
 
-from gateway_contract.headers import CAUSATION_HEADER, USER_AGENT_HEADER
+from gateway_contract.headers import CAUSATION_HEADER, DECISION_HEADER, USER_AGENT_HEADER
 
 # the ext_authz filter puts the service's dynamic metadata under its own name
 AUTHZ_METADATA = "envoy.filters.http.ext_authz"
+# the key of the decision there: the gRPC answer's own metadata, or the HTTP answer's header
+# (`dynamic_metadata_from_headers` keeps the header's name)
+DECISION_KEYS = {"grpc": "decision", "http": DECISION_HEADER}
 
 
 def log_format(
-    gateway_type: str, request_key: str, correlation_id: str, *, sets_causation_id: bool = False
+    gateway_type: str,
+    request_key: str,
+    correlation_id: str,
+    *,
+    sets_causation_id: bool = False,
+    transport: str = "grpc",
 ) -> dict[str, str]:
     """The json_format of the file access log (values are Envoy command operators).
 
     Fields are named after the audit columns they fill, so a parsed line needs no renaming.
     A hop that sets x-causation-id for the next one (CP, PP) logs no causation id: the header
-    it would log is the one it sent on, and its public listener accepted none.
+    it would log is the one it sent on, and its public listener accepted none. `transport` is
+    the ext_authz transport (grpc|http): where the decision is found.
     """
     causation = {} if sets_causation_id else {"causation_id": f"%REQ({CAUSATION_HEADER})%"}
     return {
@@ -44,5 +53,5 @@ def log_format(
         "upstream_host": "%UPSTREAM_HOST%",
         "client_ip": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
         "user_agent": f"%REQ({USER_AGENT_HEADER})%",
-        "authz_decision": f"%DYNAMIC_METADATA({AUTHZ_METADATA}:decision)%",
+        "authz_decision": f"%DYNAMIC_METADATA({AUTHZ_METADATA}:{DECISION_KEYS[transport]})%",
     }

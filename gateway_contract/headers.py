@@ -41,3 +41,22 @@ CHECK_REQUEST_HEADERS: tuple[str, ...] = (
     CLIENT_IP_HEADER,
     USER_AGENT_HEADER,
 )
+
+# --- the HTTP ext_authz transport (Envoy's `http_service`) ---
+# The route's facts (route_facts.RouteFacts.to_route_metadata), added by Envoy to every HTTP
+# check from the route's metadata; it overrides any client header of the name, never trusted.
+ROUTE_FACTS_HEADER = "x-authz-route"
+# The downstream peer Envoy saw (the gRPC CheckRequest's source address).
+PEER_HEADER = "x-authz-peer"
+# The service's decision (allow|deny), put into Envoy's dynamic metadata for the access log.
+DECISION_HEADER = "x-authz-decision"
+# The headers Envoy adds to every HTTP check itself (never copied from the client).
+HTTP_CHECK_ADDED_HEADERS: tuple[str, ...] = (ROUTE_FACTS_HEADER, PEER_HEADER)
+# The headers of a denial Envoy passes to the client (the problem's own, and the id to quote).
+DENIAL_CLIENT_HEADERS: tuple[str, ...] = (
+    "content-type",
+    "cache-control",
+    "www-authenticate",
+    "retry-after",
+    CORRELATION_HEADER,
+)

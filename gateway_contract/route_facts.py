@@ -5,7 +5,7 @@ route (`facts_of_route`) and writes one of their two renderings into Envoy's rou
 
 - gRPC transport: `to_context_extensions()`, the check's `context_extensions` (strings);
 - HTTP transport: `to_route_metadata()`, one string in the route's metadata
-  (`ROUTE_FACTS_NAMESPACE`/`ROUTE_FACTS_KEY`) that Envoy sends as `ROUTE_FACTS_HEADER`
+  (`ROUTE_FACTS_NAMESPACE`/`ROUTE_FACTS_KEY`) that Envoy sends as `headers.ROUTE_FACTS_HEADER`
   through the `route_facts_formatter()` of `headers_to_add`, overriding any client copy.
 
 The service reads them back with `from_context_extensions` / `from_route_metadata` and never
@@ -44,11 +44,10 @@ FACT_NAMES: tuple[str, ...] = (
     CTX_SHADOW,
 )
 
-# The HTTP transport: where the facts sit in the route's metadata, and the header Envoy's
-# formatter copies them into (a client's header of that name is overridden, never trusted).
+# The HTTP transport: where the facts sit in the route's metadata; Envoy's formatter copies
+# them into headers.ROUTE_FACTS_HEADER (a client's header of that name is overridden).
 ROUTE_FACTS_NAMESPACE = "gateway.authz"
 ROUTE_FACTS_KEY = "facts"
-ROUTE_FACTS_HEADER = "x-authz-route"
 
 
 def route_facts_formatter() -> str:

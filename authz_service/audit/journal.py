@@ -80,11 +80,13 @@ class Journal:
         self._written = 0  # bytes written by this process, ever
         self._written_at_scan = 0
         self._scanner: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # looked up once, not per record
 
     # --- lifecycle ---
 
     async def open(self) -> None:
         """Create the journal's directory, lock it, open the first segment, start scanning."""
+        self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._start)
         self._on_disk = await asyncio.to_thread(journal_bytes, self.root)
         metrics.JOURNAL_BYTES.set_function(self.estimated_bytes)
@@ -173,12 +175,13 @@ class Journal:
             return None
         self._chain.link(row)
         self._buffer.append(encode_frame(encode_record(row)))
+        loop = self._loop or asyncio.get_running_loop()
         if self._batch is None:
-            self._batch = asyncio.get_running_loop().create_future()
+            self._batch = loop.create_future()
             self._batch.add_done_callback(_retrieved)
         if not self._scheduled and not self._syncing:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
         return self._batch
 
     def _flush(self) -> None:

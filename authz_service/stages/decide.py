@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from dataclasses import dataclass
 
 from authz_service.check_context import CheckContext
@@ -23,7 +23,7 @@ async def decide(
     budget: BudgetResult | None,
 ) -> Allowance:
     """`principal` is None only when authentication runs in shadow mode and found nobody."""
-    decision_id = uuid.uuid4().hex
+    decision_id = os.urandom(16).hex()  # 128 random bits, as uuid4 has, at a fifth of its cost
     headers: list[tuple[str, str]] = [("x-authz-decision-id", decision_id)]
     if principal is not None:
         headers += [

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-import orjson
 
 from authz_service.cache import ExpiringLRU
 from authz_service.check_context import CheckContext
@@ -74,18 +72,25 @@ class PolicyEvaluator:
             },
         }
 
-    async def decide(
-        self, path: str, input_doc: dict[str, Any], principal: Principal
-    ) -> PolicyDecision:
-        engine, revision = self.engine, self.revision  # one revision for the whole evaluation
-        key = "\0".join(
-            (revision, path, orjson.dumps(input_doc, option=orjson.OPT_SORT_KEYS).decode())
-        )
+    def cache_key(self, path: str, check: CheckContext, principal: Principal) -> Hashable:
+        """Everything `build_input` reads, as a tuple: a hit costs no input document (the
+        time is not in it; an entry expires instead)."""
+        headers = check.headers
+        return (
+            self.revision, path, principal.user_id, principal.customer_id, principal.roles,
+            principal.trial_mode, principal.trial_ends_at, principal.plan, check.method,
+            check.path_only, check.route.route_id, check.route.gateway_type, check.route.paid_only,
+            tuple(headers.get(name) for name in self.headers),
+        )  # fmt: skip
+
+    async def decide(self, path: str, check: CheckContext, principal: Principal) -> PolicyDecision:
+        engine = self.engine  # the revision is in the key: one for the whole evaluation
+        key = self.cache_key(path, check, principal)
         hit = self._cache.get(key)
         if hit is not None:
             return PolicyDecision(path, hit[0], hit[1], cached=True)
         now = self._clock()
-        timed = dict(input_doc)
+        timed = self.build_input(check, principal)
         timed["time"] = {
             "now_ns": int(now * 1_000_000_000),
             "now": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
@@ -114,7 +119,7 @@ async def evaluate_policy(
     path = check.route.policy_path
     if not path:
         return None
-    decision = await evaluator.decide(path, evaluator.build_input(check, principal), principal)
+    decision = await evaluator.decide(path, check, principal)
     if decision.allow:
         return decision
     code = _REASON_CODES.get(decision.reason, ErrorCode.POLICY_DENIED)

@@ -20,6 +20,7 @@ http.client, so paths are sent exactly as written), `sign_token(...)` and `reren
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
@@ -48,6 +49,7 @@ ISSUER = "https://issuer.test"
 AUDIENCE = "gateway"
 HS256_SECRET = "e2e-test-secret-that-is-at-least-32-characters"
 ENTRY_POINTS = ("plant", "cp", "pp")
+TRANSPORTS = ("grpc", "http")
 START_TIMEOUT_S = 30.0
 
 # Routes the e2e tests need beyond the example: a slow one (timeouts) and large uploads.
@@ -85,6 +87,8 @@ class StackOptions:
     wait_for_upstream: bool = True  # wait until /health answers 200 through every entry point
     # the audit shipper's AUTHZ_SHIPPER_* (its database URL at least); None: no shipper
     shipper_env: dict[str, str] | None = None
+    # Envoy's ext_authz transport (authz.transport): every stack fixture runs once per one
+    transport: str = "grpc"
 
 
 @dataclass
@@ -239,7 +243,11 @@ class GatewayStack:
         ports = {
             "entry_points": entry_points,
             "upstreams": {"backend": {"port": self.ports["backend"]}},
-            "authz": {"port": self.ports["authz"], "timeout_ms": self.options.authz_timeout_ms},
+            "authz": {
+                "port": self.ports["authz"],
+                "timeout_ms": self.options.authz_timeout_ms,
+                "transport": self.options.transport,
+            },
             "audit": {"access_log_dir": str(self.access_log_dir)},
         }
         raw = deep_merge(deep_merge(raw, ports), self.options.config_overrides)
@@ -253,7 +261,9 @@ class GatewayStack:
         return self.revision
 
 
-def _authz_ready(port: int) -> bool:
+def _authz_ready(port: int, transport: str) -> bool:
+    if transport == "http":
+        return send(port, "GET", "/health", timeout=1).status == 200
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=""), timeout=1
@@ -278,8 +288,11 @@ def _start_backend(stack: GatewayStack) -> None:
 
 
 def _start_authz(stack: GatewayStack) -> None:
+    address = f"127.0.0.1:{stack.ports['authz']}"
+    http = stack.options.transport == "http"
     env = {
-        "AUTHZ_GRPC_ADDRESS": f"127.0.0.1:{stack.ports['authz']}",
+        "AUTHZ_GRPC_ADDRESS": "" if http else address,
+        "AUTHZ_HTTP_ADDRESS": address if http else "",
         "AUTHZ_RUNTIME_CONFIG": str(stack.runtime_config_path),
         "AUTHZ_JWT_ISSUERS": json.dumps(
             [
@@ -310,7 +323,7 @@ def _start_authz(stack: GatewayStack) -> None:
 
     def serving() -> bool:
         authz.assert_running()
-        return _authz_ready(stack.ports["authz"])
+        return _authz_ready(stack.ports["authz"], stack.options.transport)
 
     wait_until(serving, "the authz service's grpc.health.v1 SERVING")
 
@@ -410,23 +423,35 @@ def gateway_stack_options() -> StackOptions:
     return StackOptions()
 
 
+@pytest.fixture(scope="module", params=TRANSPORTS)
+def authz_transport(request: pytest.FixtureRequest) -> str:
+    """Every stack runs over each ext_authz transport: the suite runs once per transport."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
 def gateway_stack(
-    tmp_path_factory: pytest.TempPathFactory, gateway_stack_options: StackOptions
+    tmp_path_factory: pytest.TempPathFactory,
+    gateway_stack_options: StackOptions,
+    authz_transport: str,
 ) -> Iterator[GatewayStack]:
-    with gateway_stack_running(tmp_path_factory.mktemp("stack"), gateway_stack_options) as stack:
+    options = dataclasses.replace(gateway_stack_options, transport=authz_transport)
+    with gateway_stack_running(tmp_path_factory.mktemp("stack"), options) as stack:
         yield stack
 
 
 @pytest.fixture
-def gateway_stack_factory(tmp_path: Path) -> Iterator[Callable[[StackOptions], GatewayStack]]:
-    """Start stacks of a test's own; all stop when the test ends."""
+def gateway_stack_factory(
+    tmp_path: Path, authz_transport: str
+) -> Iterator[Callable[[StackOptions], GatewayStack]]:
+    """Start stacks of a test's own (over the module's transport); all stop when it ends."""
     with contextlib.ExitStack() as exits:
         started: list[GatewayStack] = []
 
         def start(options: StackOptions) -> GatewayStack:
             workdir = tmp_path / f"stack{len(started)}"
             workdir.mkdir()
+            options = dataclasses.replace(options, transport=authz_transport)
             started.append(exits.enter_context(gateway_stack_running(workdir, options)))
             return started[-1]
 

@@ -16,6 +16,7 @@ def gateway_stack_options(
     gateway_stack_types: tuple[type[Any], type[Any]],
     redis_service: RedisService,
     opa_service: OpaService,
+    authz_transport: str,
 ) -> Any:
     stack_options, _ = gateway_stack_types
     return stack_options(
@@ -25,13 +26,19 @@ def gateway_stack_options(
             "AUTHZ_POLICY_CACHE_SECONDS": "0",
         },
         config_overrides={
-            "budgets": {"overrides": {"customers": {"cust-redis": {"api_calls": {"day": 3}}}}}
+            # one customer per transport: both runs share the session's Redis
+            "budgets": {
+                "overrides": {
+                    "customers": {f"cust-redis-{authz_transport}": {"api_calls": {"day": 3}}}
+                }
+            }
         },
     )
 
 
-def test_budget_in_redis_is_402_when_used_up(gateway_stack: Any) -> None:
-    token = gateway_stack.sign_token(sub=f"u-{uuid.uuid4().hex[:6]}", customer_id="cust-redis")
+def test_budget_in_redis_is_402_when_used_up(gateway_stack: Any, authz_transport: str) -> None:
+    customer = f"cust-redis-{authz_transport}"
+    token = gateway_stack.sign_token(sub=f"u-{uuid.uuid4().hex[:6]}", customer_id=customer)
     remaining = []
     for _ in range(3):
         reply = gateway_stack.request("plant", "GET", "/api/v1/orders", token=token)

@@ -12,6 +12,7 @@ import yaml
 
 import render
 from gateway_contract.headers import IDENTITY_HEADERS
+from gateway_contract.http_check import HTTP_UNAVAILABLE_STATUS
 from gateway_contract.runtime import BudgetSubject, GatewayType, load_runtime_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "gateway.yaml"
@@ -258,7 +259,13 @@ def test_backend_is_health_checked_and_routes_have_timeouts(out: Path) -> None:
 
 def test_envoy_errors_become_problem_json_but_authz_denials_keep_their_body(out: Path) -> None:
     for entry, listener in LISTENERS:
-        mappers = _hcm(out, entry, listener)["local_reply_config"]["mappers"]
+        restore, *mappers = _hcm(out, entry, listener)["local_reply_config"]["mappers"]
+        # first: the HTTP transport's 503 denials get their status back, their body kept
+        assert restore["status_code"] == 503
+        assert "body_format_override" not in restore
+        condition = restore["filter"]["extension_filter"]["typed_config"]["expression"]
+        assert f"response.code == {HTTP_UNAVAILABLE_STATUS}" in condition
+        assert "ext_authz_denied" in condition
         statuses = {m["body_format_override"]["json_format"]["status"] for m in mappers}
         assert {400, 404, 408, 413, 414, 426, 431, 500, 501, 502, 503, 504} <= statuses
         assert mappers[-1]["body_format_override"]["json_format"]["status"] == "%RESPONSE_CODE%"

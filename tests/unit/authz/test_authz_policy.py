@@ -88,6 +88,41 @@ async def test_decisions_are_cached_for_the_ttl() -> None:
     assert len(engine.calls) == 2
 
 
+async def test_the_cache_key_is_exactly_what_the_input_reads() -> None:
+    """A hit builds no input: its key must change whenever the input would, and only then."""
+    engine = FakePolicyEngine()
+    evaluator = _evaluator(engine, cache_seconds=60, clock=lambda: 1_000.0)
+    base = _principal()
+    same_input = [
+        (check_context(), base),
+        (check_context(headers={"cookie": "not a policy header"}), base),
+        # another token of the same principal (jti, expiry) asks the same question
+        (check_context(), Principal("u1", "c1", ("customer",), False, None, "standard", "other",
+                                    "iss", time.time() + 999)),
+    ]  # fmt: skip
+    for check, principal in same_input:
+        await evaluate_policy(check, principal, evaluator)
+    assert len(engine.calls) == 1
+    other_input = [
+        (check_context(headers={"user-agent": "ua/2"}), base),
+        (check_context(paid_only=True), base),
+        (check_context(gateway_type="CP"), base),
+        (check_context(), _principal(trial=True, ends=2_000.0)),
+        (check_context(), Principal("u2", "c1", ("customer",), False, None, "standard", "j",
+                                    "iss", time.time() + 60)),
+        (check_context(), Principal("u1", "c1", ("admin",), False, None, "standard", "j",
+                                    "iss", time.time() + 60)),
+    ]  # fmt: skip
+    for check, principal in other_input:
+        await evaluate_policy(check, principal, evaluator)
+    inputs = [call["request"] | {"principal": call["principal"]} for call in engine.calls]
+    assert len(engine.calls) == 1 + len(other_input)
+    assert len({repr(sorted(i.items())) for i in inputs}) == len(inputs), "each a new input"
+    evaluator.swap(engine, "new-revision")
+    await evaluate_policy(check_context(), base, evaluator)
+    assert len(engine.calls) == 2 + len(other_input), "a reload asks again"
+
+
 async def test_cached_allow_never_outlives_the_trial() -> None:
     engine = FakePolicyEngine()
     now = [1_000.0]

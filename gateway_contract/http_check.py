@@ -1,0 +1,16 @@
+"""The HTTP ext_authz transport's wire, besides its headers: where checks go, one status.
+
+The route facts it carries are `route_facts.RouteFacts.to_route_metadata()`; its header
+names and lists are in `headers`.
+"""
+
+from __future__ import annotations
+
+# Envoy sends every check to the service under this prefix (`http_service.path_prefix`), so
+# a check of any path can never be mistaken for the service's own endpoints (/health).
+HTTP_CHECK_PATH_PREFIX = "/check"
+# Envoy's http_service takes any 5xx answer for the service failing and drops its body (the
+# client would get Envoy's own `authz_unavailable`, not the denial's problem). So a denial
+# whose status is 503 goes to Envoy with this status (unassigned in HTTP), and render's first
+# local-reply mapper turns exactly these authz denials back into a 503 keeping the body.
+HTTP_UNAVAILABLE_STATUS = 460
