@@ -15,7 +15,6 @@ from authz_service.compact_jws import MalformedTokenError, parse_compact_jws
 from authz_service.errors import ErrorCode
 from authz_service.ports import KeySource, KeyUnknownError
 from authz_service.principal import ClaimError, Principal, principal_from_claims
-from authz_service.settings import IssuerConfig
 
 # alg prefix -> the only JWK key type that may verify it (no HS/RS key confusion)
 _KEY_TYPE_OF_ALG = {"HS": "oct", "RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
@@ -54,7 +53,14 @@ class TokenRejectedError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class TrustedIssuer:
-    config: IssuerConfig
+    """One issuer whose tokens are accepted: its exact `iss`, audiences, algorithms and keys.
+
+    Built from the settings by wiring.py; the verifier knows nothing of where it came from.
+    """
+
+    issuer: str
+    audiences: tuple[str, ...]
+    algorithms: tuple[str, ...]
     keys: KeySource
 
 
@@ -95,7 +101,7 @@ class TokenVerifier:
         trusted = self._issuers.get(issuer_name) if isinstance(issuer_name, str) else None
         if trusted is None:
             raise TokenRejectedError(ErrorCode.ISSUER_UNKNOWN, "token issuer is not trusted")
-        if alg not in trusted.config.algorithms:
+        if alg not in trusted.algorithms:
             raise TokenRejectedError(
                 ErrorCode.ALGORITHM_NOT_ALLOWED, f"algorithm {alg[:16]!r} is not allowed"
             )
@@ -104,13 +110,13 @@ class TokenVerifier:
         except KeyUnknownError as exc:
             raise TokenRejectedError(ErrorCode.KEY_UNKNOWN, "signing key is not known") from exc
         _require_key_fits(alg, key)
-        claims = self._decode(token, key, alg, trusted.config)
+        claims = self._decode(token, key, alg, trusted)
         try:
             return principal_from_claims(claims)
         except ClaimError as exc:
             raise TokenRejectedError(ErrorCode.TOKEN_INVALID, str(exc)) from exc
 
-    def _decode(self, token: str, key: PyJWK, alg: str, issuer: IssuerConfig) -> dict[str, object]:
+    def _decode(self, token: str, key: PyJWK, alg: str, issuer: TrustedIssuer) -> dict[str, object]:
         try:
             claims: dict[str, object] = jwt.decode(
                 token,

@@ -78,7 +78,10 @@ def build_components(settings: Settings) -> Components:
     check_policy_headers(settings.runtime_config, config, settings.policy_headers)
     session = aiohttp.ClientSession() if any(i.jwks_url for i in settings.jwt_issuers) else None
     issuers = {
-        i.issuer: TrustedIssuer(i, _key_source(i, settings, session)) for i in settings.jwt_issuers
+        i.issuer: TrustedIssuer(
+            i.issuer, i.audiences, i.algorithms, _key_source(i, settings, session)
+        )
+        for i in settings.jwt_issuers
     }
     verifier = TokenVerifier(
         issuers, leeway_seconds=settings.jwt_leeway_seconds, cache_size=settings.token_cache_size

@@ -20,7 +20,7 @@ from authz_service.audit.journal import JournalUnavailableError
 from authz_service.check_context import CheckContext
 from authz_service.errors import DependencyUnavailableError
 from authz_service.pipeline import FailOpen, Pipeline
-from authz_service.ports import BudgetConsumption, BudgetWindow
+from authz_service.ports import BudgetConsumption, BudgetWindow, KeySource
 from authz_service.settings import IssuerConfig
 from authz_service.stages.policy import PolicyEvaluator
 from authz_service.tokens import TokenVerifier, TrustedIssuer
@@ -117,13 +117,18 @@ def rs_issuer(public_pem: str) -> IssuerConfig:
     )
 
 
+def _trusted(issuer: IssuerConfig, keys: KeySource) -> TrustedIssuer:
+    """As wiring.py builds it from the settings."""
+    return TrustedIssuer(issuer.issuer, issuer.audiences, issuer.algorithms, keys)
+
+
 @pytest.fixture
 def verifier(rsa_key: RsaKey) -> TokenVerifier:
     hs, rs = hs_issuer(), rs_issuer(rsa_key.public_pem)
     return TokenVerifier(
         {
-            HS_ISSUER: TrustedIssuer(hs, StaticKeySource.from_hs256_secret(SECRET)),
-            RS_ISSUER: TrustedIssuer(rs, StaticKeySource.from_pem(RS_ISSUER, rsa_key.public_pem)),
+            HS_ISSUER: _trusted(hs, StaticKeySource.from_hs256_secret(SECRET)),
+            RS_ISSUER: _trusted(rs, StaticKeySource.from_pem(RS_ISSUER, rsa_key.public_pem)),
         },
         leeway_seconds=5,
         cache_size=100,
