@@ -102,9 +102,12 @@ class GatewayAdminService(pb_grpc.GatewayAdminServicer):
         now = time.time()
         reply = pb.BudgetResponse()
         for metric in sorted(metrics):
-            windows, names = budget_windows(budgets, plan, subject, metric, now)
+            store = self._pipeline.budget_store
+            windows, names = budget_windows(
+                budgets, plan, subject, metric, now, counter_key=store.counter_key
+            )
             try:
-                usage = await self._pipeline.budget_store.peek(windows, 0)
+                usage = await store.peek(windows, 0)
             except DependencyUnavailableError as exc:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
             for window, (name, resets_at), used in zip(windows, names, usage.used, strict=True):

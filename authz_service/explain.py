@@ -16,7 +16,7 @@ from authz_service.ports import BudgetConsumption, BudgetStore, BudgetWindow
 from authz_service.principal import Principal
 from gateway_contract.matcher import MatchedRoute, envoy_path, match_route
 from gateway_contract.route_facts import RouteFacts, facts_of_route
-from gateway_contract.runtime import GatewayType, RuntimeConfig
+from gateway_contract.runtime import BudgetSubject, GatewayType, RuntimeConfig, Window
 
 # the bearer value that stands for development-mode claims (never verified as a token)
 CLAIMS_TOKEN = "explain-dev-claims"
@@ -27,6 +27,9 @@ class PeekingBudgetStore:
 
     def __init__(self, store: BudgetStore) -> None:
         self._store = store
+
+    def counter_key(self, subject: BudgetSubject, metric: str, window: Window, period: str) -> str:
+        return self._store.counter_key(subject, metric, window, period)
 
     async def consume(self, windows: Sequence[BudgetWindow], cost: int) -> BudgetConsumption:
         return await self._store.peek(windows, cost)

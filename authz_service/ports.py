@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from jwt import PyJWK
 
 from authz_service.principal import Principal
+from gateway_contract.runtime import BudgetSubject, Window
 
 
 class AuditJournal(Protocol):
@@ -95,6 +96,11 @@ def consumption_if(
 
 
 class BudgetStore(Protocol):
+    def counter_key(self, subject: BudgetSubject, metric: str, window: Window, period: str) -> str:
+        """The name of the counter of a subject's metric in one window period (the store's
+        key schema: distinct subjects never share a counter)."""
+        ...
+
     async def consume(self, windows: Sequence[BudgetWindow], cost: int) -> BudgetConsumption:
         """Atomically: if every window has room for `cost`, consume it in all of them.
 

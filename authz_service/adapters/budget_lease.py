@@ -18,6 +18,7 @@ from authz_service.ports import (
     LeasableBudgetStore,
     consumption_if,
 )
+from gateway_contract.runtime import BudgetSubject, Window
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,9 @@ class LeasedBudgetStore:
         self._leases: dict[LeaseId, _Lease] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
+
+    def counter_key(self, subject: BudgetSubject, metric: str, window: Window, period: str) -> str:
+        return self._ledger.counter_key(subject, metric, window, period)
 
     async def consume(self, windows: Sequence[BudgetWindow], cost: int) -> BudgetConsumption:
         if not windows:

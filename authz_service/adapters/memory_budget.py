@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+from authz_service.adapters.redis_budget import counter_key as redis_counter_key
 from authz_service.ports import BudgetConsumption, BudgetWindow, consumption_if
+from gateway_contract.runtime import BudgetSubject, Window
 
 
 class InProcessLedger:
@@ -21,6 +23,11 @@ class InProcessLedger:
             self._counters.pop(key, None)
             return 0
         return entry[0]
+
+    @staticmethod
+    def counter_key(subject: BudgetSubject, metric: str, window: Window, period: str) -> str:
+        """Redis's key schema: the ledger stands in for Redis, counter for counter."""
+        return redis_counter_key(subject, metric, window, period)
 
     async def consume(self, windows: Sequence[BudgetWindow], cost: int) -> BudgetConsumption:
         now = self._clock()

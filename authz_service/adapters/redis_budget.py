@@ -16,6 +16,19 @@ from authz_service.ports import (
     BudgetWindow,
     consumption_if,
 )
+from gateway_contract.runtime import BudgetSubject, Window
+
+
+def counter_key(subject: BudgetSubject, metric: str, window: Window, period: str) -> str:
+    """`budget:{kind:id}:metric:window:period`; one key per subject kind, id and window.
+
+    The hash tag `{kind:id}` keeps a subject's counters in one Redis Cluster slot; `%`, `{`
+    and `}` in an id are escaped so the tag is always the whole subject and no two subjects
+    (or a crafted id and another subject's window) share a key.
+    """
+    escaped = subject.id.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+    return f"budget:{{{subject.kind}:{escaped}}}:{metric}:{window}:{period}"
+
 
 # KEYS: one counter per window. ARGV[1]: cost; then limit_i, ttl_i per key.
 # Returns {1, used_1, ...} after consuming, or {0, exceeded_index (1-based), used_1, ...}.
@@ -108,6 +121,10 @@ class RedisBudgetStore:
         self._script = self._client.register_script(CHECK_AND_CONSUME)
         self._reserve = self._client.register_script(RESERVE)
         self._release = self._client.register_script(RELEASE)
+
+    @staticmethod
+    def counter_key(subject: BudgetSubject, metric: str, window: Window, period: str) -> str:
+        return counter_key(subject, metric, window, period)
 
     async def _run(
         self, script: AsyncScript, windows: Sequence[BudgetWindow], head: list[int]

@@ -16,6 +16,8 @@ from authz_service.principal import Principal
 from gateway_contract.runtime import Budgets, BudgetSubject, Window
 
 WINDOWS: tuple[Window, ...] = ("day", "month")
+# names a subject's counter of a metric in one window period: the store's key schema
+CounterKey = Callable[[BudgetSubject, str, Window, str], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,21 +66,17 @@ def window_period(window: Window, now: float) -> tuple[str, float]:
     return cached.period, cached.resets_at
 
 
-def counter_key(subject: BudgetSubject, metric: str, window: Window, period: str) -> str:
-    """`budget:{kind:id}:metric:window:period`; one key per subject kind, id and window.
-
-    The hash tag `{kind:id}` keeps a subject's counters in one Redis Cluster slot; `%`, `{`
-    and `}` in an id are escaped so the tag is always the whole subject and no two subjects
-    (or a crafted id and another subject's window) share a key.
-    """
-    escaped = subject.id.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
-    return f"budget:{{{subject.kind}:{escaped}}}:{metric}:{window}:{period}"
-
-
 def budget_windows(
-    budgets: Budgets, plan: str, subject: BudgetSubject, metric: str, now: float
+    budgets: Budgets,
+    plan: str,
+    subject: BudgetSubject,
+    metric: str,
+    now: float,
+    *,
+    counter_key: CounterKey,
 ) -> tuple[list[BudgetWindow], list[tuple[Window, float]]]:
-    """The limited windows of a subject's metric: counters, and (window name, reset time)."""
+    """The limited windows of a subject's metric: counters (named by the store's
+    `counter_key`), and (window name, reset time)."""
     windows: list[BudgetWindow] = []
     names: list[tuple[Window, float]] = []
     for window in WINDOWS:
@@ -108,7 +106,10 @@ async def consume_budget(
             ErrorCode.ROUTE_MISCONFIGURED, Stage.BUDGET, "the route's budget_cost is invalid"
         )
     now = clock()
-    windows, names = budget_windows(budgets, principal.plan, principal.budget_subject, metric, now)
+    subject = principal.budget_subject
+    windows, names = budget_windows(
+        budgets, principal.plan, subject, metric, now, counter_key=store.counter_key
+    )
     if not windows:
         return BudgetResult(metric, cost, remaining=None, used=None, limit=None)
     consumption = await store.consume(windows, cost)

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authz_service.adapters.memory_budget import InProcessLedger
+from authz_service.adapters.redis_budget import counter_key
 from authz_service.adapters.static_keys import StaticKeySource
 from authz_service.audit.journal import JournalUnavailableError
 from authz_service.check_context import CheckContext
@@ -197,6 +198,8 @@ class FakePolicyEngine:
 
 @dataclass
 class DownBudgetStore:
+    counter_key = staticmethod(counter_key)
+
     async def consume(self, windows: Sequence[BudgetWindow], cost: int) -> BudgetConsumption:
         raise DependencyUnavailableError("redis", "connection refused")
 

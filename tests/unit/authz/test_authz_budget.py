@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from authz_service.adapters.memory_budget import InProcessLedger
+from authz_service.adapters.redis_budget import counter_key
 from authz_service.errors import Denial, ErrorCode, Stage
 from authz_service.ports import BudgetWindow
 from authz_service.principal import Principal
@@ -14,7 +15,6 @@ from authz_service.stages.budget import (
     BudgetResult,
     budget_windows,
     consume_budget,
-    counter_key,
     window_period,
 )
 from gateway_contract.runtime import BudgetSubject, RuntimeConfig
@@ -230,7 +230,9 @@ def test_overrides_apply_to_their_subject_kind_only(
     runtime_config: RuntimeConfig, customer: str | None, user: str, day_limit: int
 ) -> None:
     subject = _principal("standard", customer, user).budget_subject
-    windows, names = budget_windows(runtime_config.budgets, "standard", subject, "api_calls", NOW)
+    windows, names = budget_windows(
+        runtime_config.budgets, "standard", subject, "api_calls", NOW, counter_key=counter_key
+    )
     assert dict(zip([n for n, _ in names], [w.limit for w in windows], strict=True))["day"] == (
         day_limit
     )

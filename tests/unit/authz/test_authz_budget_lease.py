@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from authz_service.adapters.budget_lease import ROOM_DIVISOR, LeasedBudgetStore, leased
+from authz_service.adapters.redis_budget import counter_key
 from authz_service.errors import DependencyUnavailableError
 from authz_service.ports import (
     BudgetConsumption,
@@ -58,6 +59,8 @@ class FakeLedger:
         for keys, units in blocks:
             self.released.append((tuple(keys), units))
             self._give_back(keys, units)
+
+    counter_key = staticmethod(counter_key)
 
     async def consume(self, windows: Sequence[BudgetWindow], cost: int) -> BudgetConsumption:
         raise AssertionError("a leased store never consumes one request at a time")

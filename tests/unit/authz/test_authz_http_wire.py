@@ -20,7 +20,6 @@ from gateway_contract.headers import ROUTE_FACTS_HEADER
 from gateway_contract.http_check import HTTP_UNAVAILABLE_STATUS
 from gateway_contract.route_facts import RouteFacts
 
-
 # a check without facts reads as a gRPC check without context extensions
 NO_FACTS = RouteFacts.from_context_extensions({})
 
