@@ -5,53 +5,22 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from authz_service.adapters.fixed_principal import FixedPrincipal
+from authz_service.adapters.peeking_budget import PeekingBudgetStore
 from authz_service.check_context import CheckContext
 from authz_service.errors import Denial, ErrorCode, Stage
 from authz_service.pipeline import CheckOutcome, Pipeline, StageStep
-from authz_service.ports import BudgetConsumption, BudgetStore, BudgetWindow
 from authz_service.principal import Principal
 from gateway_contract.matcher import MatchedRoute, envoy_path, match_route
 from gateway_contract.route_facts import RouteFacts, facts_of_route
-from gateway_contract.runtime import BudgetSubject, GatewayType, RuntimeConfig, Window
+from gateway_contract.runtime import GatewayType, RuntimeConfig
 
 # the bearer value that stands for development-mode claims (never verified as a token)
 CLAIMS_TOKEN = "explain-dev-claims"
-
-
-class PeekingBudgetStore:
-    """A BudgetStore whose `consume` only peeks: Explain reports the budget, never spends it."""
-
-    def __init__(self, store: BudgetStore) -> None:
-        self._store = store
-
-    def counter_key(self, subject: BudgetSubject, metric: str, window: Window, period: str) -> str:
-        return self._store.counter_key(subject, metric, window, period)
-
-    async def consume(self, windows: Sequence[BudgetWindow], cost: int) -> BudgetConsumption:
-        return await self._store.peek(windows, cost)
-
-    async def peek(self, windows: Sequence[BudgetWindow], cost: int) -> BudgetConsumption:
-        return await self._store.peek(windows, cost)
-
-    async def healthy(self) -> bool:
-        return await self._store.healthy()
-
-    async def close(self) -> None:
-        return None  # the wrapped store belongs to the service
-
-
-class FixedPrincipal:
-    """The verifier of an Explain with raw claims: every token is this principal."""
-
-    def __init__(self, principal: Principal) -> None:
-        self._principal = principal
-
-    async def verify(self, token: str) -> Principal:
-        return self._principal
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,13 +11,13 @@ from typing import TypeVar
 from authz_service import metrics
 from authz_service.check_context import CheckContext
 from authz_service.errors import Denial, DependencyUnavailableError, ErrorCode, Stage
-from authz_service.ports import BudgetStore, Verifier
+from authz_service.ports import BudgetStore, PolicyDecider, PolicyDecision, Verifier
 from authz_service.principal import Principal
 from authz_service.stages.authenticate import authenticate
 from authz_service.stages.authorize import authorize
 from authz_service.stages.budget import BudgetResult, consume_budget
 from authz_service.stages.decide import Allowance, decide
-from authz_service.stages.policy import PolicyDecision, PolicyEvaluator, evaluate_policy
+from authz_service.stages.policy import evaluate_policy
 from gateway_contract.runtime import RuntimeConfig
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class Pipeline:
         self,
         config: RuntimeConfig,
         verifier: Verifier,
-        policy: PolicyEvaluator,
+        policy: PolicyDecider,
         budget_store: BudgetStore,
         *,
         max_token_bytes: int,

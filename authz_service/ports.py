@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from jwt import PyJWK
 
+from authz_service.check_context import CheckContext
 from authz_service.principal import Principal
 from gateway_contract.runtime import BudgetSubject, Window
 
@@ -65,6 +66,40 @@ class PolicyEngine(Protocol):
     async def healthy(self) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDecision:
+    path: str
+    allow: bool
+    reason: str
+    cached: bool
+
+    def audit(self) -> dict[str, Any]:
+        return {self.path: {"allow": self.allow, "reason": self.reason, "cached": self.cached}}
+
+
+class PolicyDecider(Protocol):
+    """The policy stage's seam: an engine behind a decision cache (adapters/policy_evaluator.py).
+
+    Reload swaps its engine; Explain shows the input it builds.
+    """
+
+    engine: PolicyEngine
+    revision: str  # of the policies the engine runs
+    headers: tuple[str, ...]  # request headers copied into the policy input
+
+    def swap(self, engine: PolicyEngine, revision: str) -> PolicyEngine:
+        """Use a new engine and revision from the next evaluation on; returns the old engine."""
+        ...
+
+    def build_input(self, check: CheckContext, principal: Principal) -> dict[str, Any]:
+        """The policy input document of a check, without the time."""
+        ...
+
+    async def decide(self, path: str, check: CheckContext, principal: Principal) -> PolicyDecision:
+        """The engine's decision at data.<path> (cached); raises DependencyUnavailableError."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

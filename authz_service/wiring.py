@@ -12,6 +12,7 @@ from authz_service.adapters.budget_lease import leased
 from authz_service.adapters.jwks import JwksKeySource
 from authz_service.adapters.memory_budget import InProcessLedger
 from authz_service.adapters.opa_http import OpaHttpEngine
+from authz_service.adapters.policy_evaluator import PolicyEvaluator
 from authz_service.adapters.redis_budget import RedisBudgetStore
 from authz_service.adapters.regopy_engine import RegopyEngine
 from authz_service.adapters.static_keys import StaticKeySource
@@ -20,7 +21,6 @@ from authz_service.pipeline import FailOpen, Pipeline
 from authz_service.ports import BudgetStore, KeySource, PolicyEngine
 from authz_service.reload import Reloader, policy_revision
 from authz_service.settings import IssuerConfig, Settings
-from authz_service.stages.policy import PolicyEvaluator
 from authz_service.tokens import TokenVerifier, TrustedIssuer
 from gateway_contract.runtime import check_policy_headers, load_runtime_config
 

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authz_service.adapters.memory_budget import InProcessLedger
+from authz_service.adapters.policy_evaluator import PolicyEvaluator
 from authz_service.adapters.redis_budget import counter_key
 from authz_service.adapters.static_keys import StaticKeySource
 from authz_service.audit.journal import JournalUnavailableError
@@ -23,7 +24,6 @@ from authz_service.errors import DependencyUnavailableError
 from authz_service.pipeline import FailOpen, Pipeline
 from authz_service.ports import BudgetConsumption, BudgetWindow, KeySource
 from authz_service.settings import IssuerConfig
-from authz_service.stages.policy import PolicyEvaluator
 from authz_service.tokens import TokenVerifier, TrustedIssuer
 from gateway_contract.route_facts import RouteFacts
 from gateway_contract.runtime import RuntimeConfig

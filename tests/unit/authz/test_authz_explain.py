@@ -9,12 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from authz_service.adapters.memory_budget import InProcessLedger
+from authz_service.adapters.policy_evaluator import PolicyEvaluator
 from authz_service.adapters.regopy_engine import RegopyEngine
 from authz_service.explain import Explainer, ExplainInput, ExplainInputError
 from authz_service.pipeline import Pipeline
 from authz_service.principal import principal_from_claims
 from authz_service.servicer import AuthorizationService
-from authz_service.stages.policy import PolicyEvaluator
 from authz_service.tokens import TokenVerifier
 from gateway_contract.matcher import match_route, path_matches
 from gateway_contract.runtime import GatewayType, PathMatch, RuntimeConfig
