@@ -6,9 +6,9 @@ import argparse
 import asyncio
 import sys
 
-from authz_service.adapters.regopy_engine import PolicyLoadError
 from authz_service.adapters.static_keys import KeyConfigError
 from authz_service.logging_setup import configure_logging
+from authz_service.ports import PolicyLoadError
 from authz_service.settings import SettingsLoadError, describe_settings, load_settings
 from gateway_contract.runtime import RuntimeConfigError
 

@@ -5,8 +5,9 @@ Adapters for the real services implement them; unit tests use small fakes at the
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from jwt import PyJWK
@@ -66,6 +67,15 @@ class PolicyEngine(Protocol):
     async def healthy(self) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+class PolicyLoadError(ValueError):
+    """The policy directory has no policies or one does not compile; the message names the file."""
+
+
+# Compiles a policy directory for the routes' policy paths (the embedded engine); raises
+# PolicyLoadError. Reload uses one to validate, and with the embedded engine to swap.
+PolicyEngineFactory = Callable[[Path, tuple[str, ...]], PolicyEngine]
 
 
 @dataclass(frozen=True, slots=True)

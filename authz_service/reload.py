@@ -18,15 +18,13 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import Counter
 
-from authz_service.adapters.regopy_engine import PolicyLoadError, RegopyEngine
 from authz_service.pipeline import Pipeline
-from authz_service.ports import PolicyEngine
+from authz_service.ports import PolicyEngine, PolicyEngineFactory, PolicyLoadError
 from gateway_contract.runtime import RuntimeConfigError, check_policy_headers, load_runtime_config
 
 log = logging.getLogger(__name__)
@@ -67,14 +65,14 @@ class Reloader:
         *,
         embedded: bool,
         retire_after_seconds: float,
-        engine_factory: Callable[[Path, tuple[str, ...]], PolicyEngine] | None = None,
+        engine_factory: PolicyEngineFactory,
     ) -> None:
         self._pipeline = pipeline
         self._runtime_config = runtime_config
         self._policy_dir = policy_dir
         self._embedded = embedded
         self._retire_after = retire_after_seconds
-        self._factory = engine_factory or RegopyEngine
+        self._factory = engine_factory  # the embedded engine (wiring.py: RegopyEngine)
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
 

@@ -131,6 +131,7 @@ def build_components(settings: Settings) -> Components:
         settings.policy_dir,
         embedded=not settings.opa_url,
         retire_after_seconds=settings.check_timeout_seconds + 5,
+        engine_factory=RegopyEngine,
     )
 
     async def policy_healthy() -> bool:

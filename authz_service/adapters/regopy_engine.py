@@ -10,12 +10,9 @@ from typing import Any
 import regopy
 
 from authz_service.errors import DependencyUnavailableError
+from authz_service.ports import PolicyLoadError
 
 _PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
-
-
-class PolicyLoadError(ValueError):
-    """The policy directory has no policies or one does not compile; the message names the file."""
 
 
 class RegopyEngine:
