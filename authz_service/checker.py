@@ -12,9 +12,9 @@ import time
 from collections.abc import Awaitable
 
 from authz_service import metrics
+from authz_service.audit.check_record import audit_record, cancelled_record, journal_row
 from authz_service.audit.journal import JournalUnavailableError
 from authz_service.audit.metrics import CANCELLED, DROPPED
-from authz_service.auditing import audit_record, cancelled_record, journal_row
 from authz_service.check_context import CheckContext
 from authz_service.errors import Denial, ErrorCode, Stage
 from authz_service.logging_setup import correlation_id_var, request_id_var

@@ -21,10 +21,10 @@ from typing import Any
 
 import orjson
 
+from authz_service.audit.check_record import journal_row
 from authz_service.audit.envoy_log import completion_of  # noqa: F401 - the format the lines follow
 from authz_service.audit.journal import Journal
 from authz_service.audit.record import AuditRecord
-from authz_service.auditing import journal_row
 from authz_service.shipper.run import Shipper, tune_gc
 from authz_service.shipper.settings import ShipperSettings
 from bench.processes import migrate

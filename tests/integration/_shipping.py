@@ -11,10 +11,10 @@ import orjson
 import psycopg
 from psycopg.rows import dict_row
 
+from authz_service.audit.check_record import journal_row
 from authz_service.audit.journal import Journal
 from authz_service.audit.record import AuditRecord
 from authz_service.audit.verify import Report, verify
-from authz_service.auditing import journal_row
 from authz_service.shipper.run import Shipper
 from authz_service.shipper.settings import ShipperSettings
 
