@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -61,6 +61,22 @@ def is_row_error(error: BaseException) -> bool:
     return state[:2] in ("22", "23", "54") or (
         state == "42501" and str(error).startswith(WRITE_ONCE_REFUSAL)
     )
+
+
+class RowsRefusedError(Exception):
+    """PostgreSQL refused the data of a row (is_row_error); the database itself is fine."""
+
+
+@contextlib.contextmanager
+def refused_rows() -> Iterator[None]:
+    """Raise PostgreSQL's refusal of a row's data as RowsRefusedError; other errors pass as
+    they are (the caller's caller retries those as "PostgreSQL away")."""
+    try:
+        yield
+    except asyncpg.PostgresError as error:
+        if is_row_error(error):
+            raise RowsRefusedError(str(error)) from error
+        raise
 
 
 def _json_text(value: Any) -> str:
@@ -160,13 +176,12 @@ class Store:
         records = [staged_record(pair) for pair in pairs]
         async with asyncio.timeout(self._timeout):
             try:
-                async with conn.transaction():
-                    await self._rows(conn, records, meanwhile)
-                    await self._states(conn, states)
-            except asyncpg.PostgresError as error:
-                if not is_row_error(error):
-                    raise
-                log.warning("audit batch refused (%s); writing it row by row", error)
+                with refused_rows():
+                    async with conn.transaction():
+                        await self._rows(conn, records, meanwhile)
+                        await self._states(conn, states)
+            except RowsRefusedError as refusal:
+                log.warning("audit batch refused (%s); writing it row by row", refusal)
             else:
                 return 0
             return await self._one_by_one(conn, pairs, records, states)
@@ -208,13 +223,12 @@ class Store:
         async with conn.transaction():
             for pair, record in zip(pairs, records, strict=True):
                 try:
-                    async with conn.transaction():  # a savepoint per row
-                        await self._rows(conn, [record])
-                except asyncpg.PostgresError as error:
-                    if not is_row_error(error):
-                        raise
+                    with refused_rows():
+                        async with conn.transaction():  # a savepoint per row
+                            await self._rows(conn, [record])
+                except RowsRefusedError as refusal:
                     refused += 1
-                    await self._reject(conn, pair, str(error))
+                    await self._reject(conn, pair, str(refusal))
             await self._states(conn, states)
         return refused
 
