@@ -1,10 +1,11 @@
 """The real Envoy against the contract's matcher: same route, same facts, for every request.
 
 config/gateway.yaml plus tests/support/route_cases.py's routes is rendered and run in the
-three real Envoys. In the authz service's place a recorder keeps every CheckRequest (the
-path Envoy sends and the route's context extensions) and refuses it, so nothing is forwarded
-past the checking hop. For every entry point, method and request target of the table, Envoy's
-own choice (the route name in its access log, the check it made) must be what
+three real Envoys, over each ext_authz transport. In the authz service's place a recorder
+keeps every check (the path Envoy sends, and the route's facts: the gRPC context extensions,
+or the map the HTTP check's x-authz-route header carries) and refuses it, so nothing is
+forwarded past the checking hop. For every entry point, method and request target of the
+table, Envoy's own choice (the route name in its access log, the check it made) must be what
 `gateway_contract.matcher` predicts: `envoy_path` (None: Envoy answers 400), then
 `match_route`, then `facts_of_route` for the facts.
 """
@@ -18,7 +19,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl
 
 import grpc
 import orjson
@@ -32,6 +35,8 @@ from envoy.type.v3.http_status_pb2 import HttpStatus
 from google.rpc import code_pb2, status_pb2
 
 from gateway_config import load_gateway_config
+from gateway_contract.headers import CORRELATION_HEADER, ROUTE_FACTS_HEADER
+from gateway_contract.http_check import HTTP_CHECK_PATH_PREFIX
 from gateway_contract.matcher import envoy_path, match_route
 from gateway_contract.route_facts import facts_of_route
 from gateway_contract.runtime import load_runtime_config
@@ -48,22 +53,58 @@ class SeenCheck:
     context: dict[str, str]
 
 
-class CheckRecorder(AuthorizationServicer):  # type: ignore[misc]
-    """Keeps what Envoy sent, by the client's correlation id, and refuses every check."""
+class CheckRecorder:
+    """Keeps what Envoy sent, by the client's correlation id (every check is refused)."""
 
     def __init__(self) -> None:
         self.seen: dict[str, list[SeenCheck]] = {}
         self._lock = threading.Lock()
 
+    def add(self, correlation_id: str, check: SeenCheck) -> None:
+        with self._lock:
+            self.seen.setdefault(correlation_id, []).append(check)
+
+
+class GrpcRecorder(AuthorizationServicer):  # type: ignore[misc]
+    """The gRPC transport: the check's path and context extensions."""
+
+    def __init__(self, recorder: CheckRecorder) -> None:
+        self.recorder = recorder
+
     def Check(self, request: ext.CheckRequest, context: Any) -> ext.CheckResponse:  # noqa: N802
         http = request.attributes.request.http
         check = SeenCheck(http.method, http.path, dict(request.attributes.context_extensions))
-        with self._lock:
-            self.seen.setdefault(http.headers.get("x-correlation-id", ""), []).append(check)
+        self.recorder.add(http.headers.get(CORRELATION_HEADER, ""), check)
         return ext.CheckResponse(
             status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED),
             denied_response=ext.DeniedHttpResponse(status=HttpStatus(code=403)),
         )
+
+
+class HttpRecorder(BaseHTTPRequestHandler):
+    """The HTTP transport: the path under the check prefix, the facts header's map."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as Envoy's authz cluster expects
+    recorder: CheckRecorder  # set on a subclass per stack
+
+    def _check(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        facts = self.headers.get(ROUTE_FACTS_HEADER)
+        # the exact map the header carries (a strict parse: a malformed encoding fails here)
+        context = {} if facts is None else dict(parse_qsl(facts, True, True))
+        path = self.path.removeprefix(HTTP_CHECK_PATH_PREFIX)
+        check = SeenCheck(self.command, path, context)
+        self.recorder.add(self.headers.get(CORRELATION_HEADER, ""), check)
+        self.send_response(403)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: a table of checks would flood the test's output."""
+
+
+for _method in METHODS:
+    setattr(HttpRecorder, f"do_{_method}", HttpRecorder._check)
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +114,24 @@ def gateway_stack_options() -> StackOptions:
 
 @pytest.fixture(scope="module")
 def recorder(gateway_stack: GatewayStack) -> Iterator[CheckRecorder]:
-    """On the authz port of the stack, which runs no authz service."""
+    """On the authz port of the stack (which runs no authz service), over its transport."""
     recording = CheckRecorder()
+    address = ("127.0.0.1", gateway_stack.ports["authz"])
+    if gateway_stack.options.transport == "http":
+        handler = type("StackRecorder", (HttpRecorder,), {"recorder": recording})
+        http_server = ThreadingHTTPServer(address, handler)
+        thread = threading.Thread(target=http_server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield recording
+        finally:
+            http_server.shutdown()
+            http_server.server_close()
+            thread.join()
+        return
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    add_AuthorizationServicer_to_server(recording, server)
-    server.add_insecure_port(f"127.0.0.1:{gateway_stack.ports['authz']}")
+    add_AuthorizationServicer_to_server(GrpcRecorder(recording), server)
+    server.add_insecure_port(f"{address[0]}:{address[1]}")
     server.start()
     try:
         yield recording
