@@ -15,6 +15,7 @@ from authz_service.check_context import CheckContext
 from authz_service.errors import Denial, ErrorCode, Stage
 from authz_service.pipeline import CheckOutcome, Pipeline, StageStep
 from authz_service.principal import Principal
+from gateway_contract.headers import CORRELATION_HEADER
 from gateway_contract.matcher import MatchedRoute, envoy_path, match_route
 from gateway_contract.route_facts import RouteFacts, facts_of_route
 from gateway_contract.runtime import GatewayType, RuntimeConfig
@@ -110,7 +111,7 @@ class Explainer:
             headers["authorization"] = f"Bearer {token}"
         return CheckContext(
             request_id=f"explain-{uuid.uuid4().hex}",
-            correlation_id=headers.get("x-correlation-id"),
+            correlation_id=headers.get(CORRELATION_HEADER),
             causation_id=None,
             method=request.method.upper(),
             path=path,

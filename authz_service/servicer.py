@@ -19,6 +19,7 @@ from authz_service.errors import Denial
 from authz_service.pipeline import Pipeline
 from authz_service.ports import AuditJournal
 from authz_service.stages.decide import Allowance
+from gateway_contract.headers import CORRELATION_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def denied_response(denial: Denial, check: CheckContext) -> ext.CheckResponse:
     body = orjson.dumps(denial.problem(check.path_only or "/", check.correlation_id))
     headers = denial.response_headers()
     if check.correlation_id is not None:
-        headers.append(("x-correlation-id", check.correlation_id))
+        headers.append((CORRELATION_HEADER, check.correlation_id))
     grpc_code = code_pb2.UNAUTHENTICATED if denial.status == 401 else code_pb2.PERMISSION_DENIED
     return ext.CheckResponse(
         status=status_pb2.Status(code=grpc_code, message=denial.code.value),

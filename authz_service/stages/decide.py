@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from authz_service.check_context import CheckContext
 from authz_service.principal import Principal
 from authz_service.stages.budget import BudgetResult
+from gateway_contract.headers import CORRELATION_HEADER
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +36,7 @@ async def decide(
         if principal.customer_id is not None:
             headers.append(("x-customer-id", principal.customer_id))
     if check.correlation_id is not None:
-        headers.append(("x-correlation-id", check.correlation_id))
+        headers.append((CORRELATION_HEADER, check.correlation_id))
     if budget is not None and budget.remaining is not None:
         headers.append(("x-budget-remaining", str(budget.remaining)))
     # Envoy's access log can join on the decision id; the rest of the decision is in the
