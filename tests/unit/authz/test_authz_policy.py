@@ -7,9 +7,9 @@ import time
 import pytest
 
 from authz_service.adapters.policy_evaluator import PolicyEvaluator
-from authz_service.adapters.regopy_engine import PolicyLoadError, RegopyEngine
+from authz_service.adapters.regopy_engine import RegopyEngine
 from authz_service.errors import Denial, ErrorCode, Stage
-from authz_service.ports import PolicyDecision
+from authz_service.ports import PolicyDecision, PolicyLoadError
 from authz_service.principal import Principal
 from authz_service.stages.policy import evaluate_policy
 from tests.unit.authz.authz_helpers import POLICY_DIR, FakePolicyEngine, check_context
