@@ -10,6 +10,7 @@ from gateway_config.access_logs import access_log_path
 from gateway_config.local_replies import UNSUPPORTED_METHOD_DETAIL, UPSTREAM_ERROR
 from gateway_config.models import HTTP_METHODS, EntryPoint, GatewayConfig, HealthCheck, Route
 from gateway_contract.headers import (
+    AUTHZ_HEADER_PREFIX,
     CAUSATION_HEADER,
     CLIENT_IP_HEADER,
     CORRELATION_HEADER,
@@ -265,6 +266,7 @@ def entry_point_view(
         "causation_header": CAUSATION_HEADER,
         "client_ip_header": CLIENT_IP_HEADER,
         "methods": list(HTTP_METHODS),
+        "authz_header_prefix": AUTHZ_HEADER_PREFIX,
         "unsupported_method_detail": UNSUPPORTED_METHOD_DETAIL,
         "upstream_error": {"code": UPSTREAM_ERROR[0], "title": UPSTREAM_ERROR[1]},
         "access_log": {

@@ -42,6 +42,11 @@ CHECK_REQUEST_HEADERS: tuple[str, ...] = (
     USER_AGENT_HEADER,
 )
 
+# The namespace of the service's own headers (its decision id, the HTTP transport's below):
+# only the gateway writes it. Envoy's Lua filter drops every client header under it, so
+# none reaches the service or the backend as if the gateway had said it.
+AUTHZ_HEADER_PREFIX = "x-authz-"
+
 # --- the HTTP ext_authz transport (Envoy's `http_service`) ---
 # The route's facts (route_facts.RouteFacts.to_route_metadata), added by Envoy to every HTTP
 # check from the route's metadata; it overrides any client header of the name, never trusted.

@@ -29,6 +29,11 @@ HOP_ONLY: dict[str, str] = {
     "x-envoy-attempt-count": "9",
     "x-forwarded-proto": "gopher",
     "x-client-ip": "203.0.113.77",  # the address Envoy vouches for (the audit row's client_ip)
+    # the authz service's namespace: its decision and the HTTP transport's facts and peer
+    "x-authz-decision": "allow",
+    "x-authz-route": "permission=&policy=",
+    "x-authz-peer": "203.0.113.88",
+    "x-authz-anything-new": "forged",
     **{name: "forged" for name in IDENTITY_HEADERS if name != "x-correlation-id"},
 }
 
