@@ -100,6 +100,9 @@ class Settings(BaseSettings):
         min_length=1, description="JSON list of trusted issuers (see IssuerConfig)."
     )
     jwt_leeway_seconds: float = Field(30.0, ge=0, le=300, description="Clock skew for exp/nbf/iat.")
+    jwt_max_lifetime_seconds: float = Field(
+        86_400.0, ge=0, description="Tokens expiring further ahead are refused (0: no bound)."
+    )
     max_token_bytes: int = Field(8192, ge=256, description="Longer bearer tokens are refused.")
     token_cache_size: int = Field(10_000, ge=0, description="Verified tokens kept (0 disables).")
     jwks_timeout_seconds: float = Field(2.0, gt=0, description="Timeout of one JWKS fetch.")

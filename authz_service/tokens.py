@@ -6,6 +6,7 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import jwt
 from jwt import PyJWK
@@ -73,10 +74,12 @@ class TokenVerifier:
         *,
         leeway_seconds: float,
         cache_size: int,
+        max_lifetime_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._issuers = issuers
         self._leeway = leeway_seconds
+        self._max_lifetime = max_lifetime_seconds
         self._clock = clock
         self._cache: ExpiringLRU[Principal] = ExpiringLRU("token", cache_size, clock)
 
@@ -111,6 +114,7 @@ class TokenVerifier:
             raise TokenRejectedError(ErrorCode.KEY_UNKNOWN, "signing key is not known") from exc
         _require_key_fits(alg, key)
         claims = self._decode(token, key, alg, trusted)
+        self._require_bounded_lifetime(claims)
         try:
             return principal_from_claims(claims)
         except ClaimError as exc:
@@ -135,6 +139,20 @@ class TokenVerifier:
                 reason = f"claim {exc.claim!r} is required"
             raise TokenRejectedError(code, reason) from exc
         return claims
+
+    def _require_bounded_lifetime(self, claims: Mapping[str, object]) -> None:
+        """A token valid for years is a leaked credential that never dies: refuse it (0: no bound).
+
+        Judged by `exp` against now, not `exp - iat`: `iat` is optional and the issuer's word.
+        """
+        # required by _decode, a number by _require_numeric_dates
+        exp = cast("int | float", claims["exp"])
+        # compared, never subtracted: an int too big for a float (10**400) must not raise
+        if self._max_lifetime and exp > self._clock() + self._max_lifetime + self._leeway:
+            raise TokenRejectedError(
+                ErrorCode.TOKEN_INVALID,
+                f"token expires more than {self._max_lifetime:g} s from now, longer than accepted",
+            )
 
 
 def _require_numeric_dates(claims: Mapping[str, object]) -> None:

@@ -84,7 +84,10 @@ def build_components(settings: Settings) -> Components:
         for i in settings.jwt_issuers
     }
     verifier = TokenVerifier(
-        issuers, leeway_seconds=settings.jwt_leeway_seconds, cache_size=settings.token_cache_size
+        issuers,
+        leeway_seconds=settings.jwt_leeway_seconds,
+        cache_size=settings.token_cache_size,
+        max_lifetime_seconds=settings.jwt_max_lifetime_seconds,
     )
     engine: PolicyEngine
     if settings.opa_url:

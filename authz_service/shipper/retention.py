@@ -12,6 +12,8 @@ from typing import Protocol
 
 import asyncpg
 
+from authz_service.shipper.store import UNAVAILABLE
+
 log = logging.getLogger(__name__)
 
 RETENTION_DAYS = 90
@@ -56,6 +58,6 @@ async def retention_loop(dsn: str, *, interval: float, days: int = RETENTION_DAY
                     log.info("audit retention: deleted %d rows older than %d days", deleted, days)
             finally:
                 await conn.close()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+        except (*UNAVAILABLE, asyncpg.PostgresError) as error:  # a round lost, never the loop
             log.warning("audit retention: skipped this round: %s", error)
         await asyncio.sleep(interval)

@@ -40,10 +40,15 @@ from authz_service.shipper.sql import (
 
 log = logging.getLogger(__name__)
 
+# Errors after which the connection cannot be trusted: dropped, the batch retried on a new
+# one. InternalClientError is asyncpg's own protocol state gone wrong (e.g. "cannot switch to
+# state 15; another operation is in progress" after the server died mid-reply): a broken
+# connection like any other, never a reason for the shipper to exit.
 UNAVAILABLE = (
     OSError,
     TimeoutError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
@@ -195,10 +200,15 @@ class Store:
         await conn.execute(f"TRUNCATE {STAGING}")
         await conn.copy_records_to_table(STAGING, records=records, columns=ROW_COLUMNS)
         inserting = asyncio.ensure_future(conn.fetchval(INSERT_SQL))
-        if meanwhile is not None:
-            await asyncio.sleep(0)  # the INSERT goes out; this process works while it runs
-            meanwhile()
-        if await inserting < len(records):
+        try:
+            if meanwhile is not None:
+                await asyncio.sleep(0)  # the INSERT goes out; this process works while it runs
+                meanwhile()
+            inserted = await inserting
+        finally:
+            # never an INSERT left running on the connection behind the caller's back
+            inserting.cancel()
+        if inserted < len(records):
             await conn.execute(FILL_COMPLETIONS)
             await conn.execute(FILL_DECISIONS)
 

@@ -47,6 +47,9 @@ TOKENS = {
     "sub-header-injection": _signed({"alg": "HS256"}, sub="u\r\nx-roles: admin"),
     "role-smuggling": _signed({"alg": "HS256"}, roles=["customer,admin"]),
     "exp-overflow": _signed({"alg": "HS256"}, exp=10**400),
+    # valid for ever in all but name: past AUTHZ_JWT_MAX_LIFETIME_SECONDS (a day by default)
+    "exp-in-ten-years": _signed({"alg": "HS256"}, exp=int(time.time()) + 10 * 365 * 86_400),
+    "exp-1e30": _signed({"alg": "HS256"}, exp=10**30),
 }
 
 

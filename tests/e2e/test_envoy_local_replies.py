@@ -213,6 +213,11 @@ def test_a_target_at_the_limit_passes_and_one_byte_more_is_a_414(
     assert refused.status == 414
     assert refused.json()["type"] == PROBLEM_BASE + "uri_too_long"
     assert str(MAX_PATH_BYTES) in refused.json()["detail"]
+    # the problem names the target but never echoes more of it than the limit
+    far_over = gateway_stack.request(entry, "GET", at_limit + "a" * 5 * MAX_PATH_BYTES, token=token)
+    assert far_over.status == 414
+    assert far_over.json()["instance"].startswith(base)
+    assert len(far_over.json()["instance"]) <= MAX_PATH_BYTES
 
 
 @dataclass(frozen=True)

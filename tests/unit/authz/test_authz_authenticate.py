@@ -305,3 +305,35 @@ async def test_the_unmangled_token_of_the_table_is_accepted(verifier: TokenVerif
     assert isinstance(result, Principal)
     spaced = check_context(None, headers={"authorization": f"Bearer   {_VALID}"})
     assert isinstance(await authenticate(spaced, verifier, max_token_bytes=4096), Principal)
+
+
+# --- lifetime: a token that expires years ahead is a credential that never dies ---
+
+
+@pytest.mark.parametrize(
+    "exp_ahead", [86_400 * 2, 86_400 * 365 * 1000, 10**30], ids=["2-days", "1000-years", "1e30"]
+)
+async def test_a_token_expiring_past_the_lifetime_bound_is_refused(
+    verifier: TokenVerifier, exp_ahead: int
+) -> None:
+    bounded = TokenVerifier(
+        verifier._issuers, leeway_seconds=5, cache_size=10, max_lifetime_seconds=86_400
+    )
+    token = _hs(exp=int(time.time()) + exp_ahead, iat=None)
+    denial = await _denial(bounded, token)
+    assert denial.code is ErrorCode.TOKEN_INVALID
+    assert "86400 s" in denial.detail
+
+
+async def test_a_token_within_the_lifetime_bound_passes_and_zero_lifts_it(
+    verifier: TokenVerifier,
+) -> None:
+    bounded = TokenVerifier(
+        verifier._issuers, leeway_seconds=5, cache_size=10, max_lifetime_seconds=86_400
+    )
+    assert (await bounded.verify(_hs(exp=int(time.time()) + 86_000))).user_id == "user-1"
+    unbounded = TokenVerifier(
+        verifier._issuers, leeway_seconds=5, cache_size=10, max_lifetime_seconds=0
+    )
+    far = _hs(exp=int(time.time()) + 86_400 * 365 * 1000)
+    assert (await unbounded.verify(far)).user_id == "user-1"
