@@ -16,8 +16,9 @@ from typing import Any
 from authz_service import health_probe
 from bench.envoy_configs import FrontSpec, render_front
 from bench.keys import AUDIENCE, ISSUER, BenchIssuer
+from devstack.free_ports import free_port
 from devstack.model import PostgresService
-from devstack.ports import free_port, http_get
+from devstack.probes import http_get
 from devstack.process import ManagedProcess
 from devstack.provision import Provisioned, provision
 from devstack.services import provision_envoy

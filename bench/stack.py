@@ -13,7 +13,8 @@ from bench import processes
 from bench.envoy_configs import FrontSpec, render_backend, route_facts
 from bench.keys import AUDIENCE, ISSUER, BenchIssuer, new_issuer
 from bench.processes import REPO
-from devstack.ports import free_port, http_get
+from devstack.free_ports import free_port
+from devstack.probes import http_get
 from devstack.provision import Provisioned
 from devstack.services import provision_envoy, provision_opa, provision_postgres, provision_redis
 

@@ -21,9 +21,9 @@ from types import FrameType
 
 from authz_service import health_probe
 from devstack import devkey
+from devstack.free_ports import LOOPBACK
 from devstack.local import envoy, opa, postgres, redis_server
 from devstack.model import ServiceUnavailable
-from devstack.ports import LOOPBACK
 from devstack.process import ManagedProcess
 from devstack.programs import find_program
 from devstack.provision import Provisioned

@@ -23,7 +23,7 @@ import asyncpg
 import pytest
 
 from devstack import devkey
-from devstack.ports import free_port
+from devstack.free_ports import free_port
 from devstack.stackconfig import choose_ports
 from devstack.stackstate import StackState, Tracked
 from devstack.up import READY_LINE

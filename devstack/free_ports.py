@@ -1,12 +1,10 @@
-"""Free TCP ports on 127.0.0.1."""
+"""Free TCP ports on 127.0.0.1: the one helper `make up`, the bench and the tests use."""
 
 from __future__ import annotations
 
 import socket
 
-from devstack.probes import http_get  # re-exported: devstack.up imports it from here
-
-__all__ = ["LOOPBACK", "free_port", "http_get"]
+__all__ = ["LOOPBACK", "free_port"]
 
 LOOPBACK = "127.0.0.1"
 
