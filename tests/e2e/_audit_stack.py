@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -17,7 +16,7 @@ from psycopg.rows import dict_row
 from authz_service.audit.framing import decode_record, read_frames
 from devstack import PostgresService
 from devstack.provision import Provisioned
-from tests.e2e.conftest import GatewayStack, _start_authz, start_shipper
+from tests.e2e.conftest import GatewayStack, kill_part, restart_part
 from tests.integration._audit_db import provisioned_database, superuser_dsn
 
 ROW_COLUMNS = (
@@ -47,7 +46,12 @@ class AuditDatabase:
         return {"AUTHZ_ADMIN_ADDRESS": "", **extra}
 
     def shipper_env(self, **extra: str) -> dict[str, str]:
-        return {"AUTHZ_SHIPPER_DATABASE_URL": self.provisioned.shipper_dsn, **extra}
+        """The shipper's logins to this database (not the session's e2e database)."""
+        return {
+            "AUTHZ_SHIPPER_DATABASE_URL": self.provisioned.shipper_dsn,
+            "AUTHZ_SHIPPER_RETENTION_DATABASE_URL": self.provisioned.retention_dsn,
+            **extra,
+        }
 
 
 def audit_database(postgres: PostgresService, prefix: str) -> AuditDatabase:
@@ -175,28 +179,20 @@ def journal_records(stack: GatewayStack, decision: str = "") -> int:
 
 def kill_authz(stack: GatewayStack) -> None:
     """SIGKILL the authz service: no shutdown, nothing flushed but what the journal has."""
-    process = stack.processes["authz"].process
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+    kill_part(stack, "authz")
 
 
 def restart_authz(stack: GatewayStack) -> None:
     """Start the authz service again with the same env (journal dir, ports)."""
-    old = stack.processes["authz"]
-    assert old.process.poll() is not None, "stop the authz service before restarting it"
-    old.log_path.rename(old.log_path.with_name(f"authz-{int(time.time() * 1000)}.log"))
-    _start_authz(stack)
+    restart_part(stack, "authz")
 
 
 def kill_shipper(stack: GatewayStack) -> None:
-    process = stack.processes["shipper"].process
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+    kill_part(stack, "shipper")
 
 
 def restart_shipper(stack: GatewayStack) -> None:
-    assert stack.processes["shipper"].process.poll() is not None
-    start_shipper(stack)
+    restart_part(stack, "shipper")
 
 
 def assert_one_row_per_hop(found: dict[str, list[Row]], sent: Iterable[Sent]) -> None:

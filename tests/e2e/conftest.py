@@ -1,12 +1,19 @@
-"""E2E harness: render a test gateway config, start backend, authz service and three Envoys.
+"""E2E harness: render a test gateway config and start it with devstack's launcher.
+
+Every stack runs on the real services by default: the session's OPA, Redis (a database of
+its own per stack, emptied first) and PostgreSQL (a provisioned, migrated e2e database the
+stack's audit shipper writes to). `StackOptions(fallbacks=True)` runs the authz service on
+its in-process fallbacks instead (embedded Rego, in-process ledger, the journal on disk only,
+no shipper): the `fallbacks` tests (test_fallbacks.py).
 
 Fixtures:
 - `gateway_stack` (module scope): the whole stack with the options of `gateway_stack_options`.
-  Override that fixture in a test module to change them, e.g. to pass Redis/OPA/database URLs:
+  Modules that keep the default options share one stack per transport for the session (they
+  do not disturb it); override that fixture in a test module to change them:
 
       @pytest.fixture(scope="module")
-      def gateway_stack_options(redis_service):
-          return StackOptions(authz_env={"AUTHZ_REDIS_URL": redis_service.url})
+      def gateway_stack_options() -> StackOptions:
+          return StackOptions(authz_env={"AUTHZ_POLICY_CACHE_SECONDS": "0"})
 
 - `gateway_stack_factory` (function scope): `gateway_stack_factory(StackOptions(...))` for a
   stack of one test's own (e.g. one whose Envoys get re-rendered).
@@ -24,10 +31,7 @@ import dataclasses
 import http.client
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
+import signal
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,13 +39,19 @@ from typing import Any
 
 import grpc
 import pytest
+import redis
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz_service.devtokens import sign_dev_token
-from devstack import EnvoyService, ServiceUnavailable, provision_envoy
+from devstack import EnvoyService, OpaService, PostgresService, RedisService, ServiceUnavailable
+from devstack.free_ports import free_port
+from devstack.launcher import Component, Datastores, EntryPoint, Launched, LaunchSpec, launch
+from devstack.model import ServiceControl
+from devstack.provision import Provisioned
 from gateway_config import deep_merge
 from render import render_all
+from tests.integration._audit_db import provisioned_database
+from tests.support.waiting import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = REPO_ROOT / "config" / "gateway.yaml"
@@ -51,6 +61,9 @@ HS256_SECRET = "e2e-test-secret-that-is-at-least-32-characters"
 ENTRY_POINTS = ("plant", "cp", "pp")
 TRANSPORTS = ("grpc", "http")
 START_TIMEOUT_S = 30.0
+REDIS_DATABASES = 16  # redis-server's default `databases`: one per live stack, 0 left alone
+# the shipper of a test stack polls often and retries soon: rows land within the tests' waits
+E2E_SHIPPER_ENV = {"AUTHZ_SHIPPER_POLL_SECONDS": "0.05", "AUTHZ_SHIPPER_RETRY_SECONDS": "0.5"}
 
 # Routes the e2e tests need beyond the example: a slow one (timeouts) and large uploads.
 TEST_ROUTES: list[dict[str, Any]] = [
@@ -75,18 +88,21 @@ TEST_ROUTES: list[dict[str, Any]] = [
 
 @dataclass
 class StackOptions:
-    """What a stack runs with; the defaults give the example config on free ports."""
+    """What a stack runs with; the defaults give the example config on free ports, on the
+    real OPA, Redis and PostgreSQL with the audit shipper."""
 
     authz_env: dict[str, str] = field(default_factory=dict)  # extra AUTHZ_* variables
     backend_env: dict[str, str] = field(default_factory=dict)  # e.g. BACKEND_DATABASE_URL
     config_overrides: dict[str, Any] = field(default_factory=dict)  # deep-merged (not lists)
     extra_routes: list[dict[str, Any]] = field(default_factory=lambda: list(TEST_ROUTES))
-    with_authz: bool = True
+    with_authz: bool = True  # False: no authz service (and no shipper)
     entry_points: tuple[str, ...] = ENTRY_POINTS  # which Envoys to start
     authz_timeout_ms: int = 1000  # the example's 250 ms is tight on a busy 2-core test box
     wait_for_upstream: bool = True  # wait until /health answers 200 through every entry point
-    # the audit shipper's AUTHZ_SHIPPER_* (its database URL at least); None: no shipper
-    shipper_env: dict[str, str] | None = None
+    # extra AUTHZ_SHIPPER_* (e.g. a database of the test's own: AUTHZ_SHIPPER_DATABASE_URL)
+    shipper_env: dict[str, str] = field(default_factory=dict)
+    # the authz service's in-process fallbacks: embedded Rego, in-process ledger, journal only
+    fallbacks: bool = False
     # Envoy's ext_authz transport (authz.transport): every stack fixture runs once per one
     transport: str = "grpc"
 
@@ -103,12 +119,6 @@ class Reply:
     @property
     def content_type(self) -> str:
         return self.headers.get("content-type", "")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def send(
@@ -131,44 +141,7 @@ def send(
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = START_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, grpc.RpcError):
-            if check():
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-@dataclass
-class ChildProcess:
-    """A child process with its output in a log file; stopped by its own PID."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @classmethod
-    def start(cls, name: str, argv: list[str], env: Mapping[str, str], log_path: Path) -> Any:
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                argv, cwd=REPO_ROOT, env={**os.environ, **env}, stdout=log, stderr=log
-            )
-        return cls(name, process, log_path)
-
-    def assert_running(self) -> None:
-        if self.process.poll() is not None:
-            tail = self.log_path.read_text(errors="replace")[-3000:]
-            raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{tail}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+    eventually(check, timeout, what=what, ignore=(OSError, grpc.RpcError))
 
 
 @dataclass
@@ -179,16 +152,20 @@ class GatewayStack:
     out_dir: Path
     ports: dict[str, int]  # plant, cp, pp, <name>_admin, plant_internal, backend, authz, ...
     revision: str = ""
-    envoys: dict[str, EnvoyService] = field(default_factory=dict)
-    processes: dict[str, ChildProcess] = field(default_factory=dict)
+    launched: Launched | None = None
 
     @property
     def runtime_config_path(self) -> Path:
         return self.out_dir / "authz" / "runtime.json"
 
     @property
+    def spec(self) -> LaunchSpec:
+        assert self.launched is not None, "the stack is not started"
+        return self.launched.spec
+
+    @property
     def journal_dir(self) -> Path:
-        return self.workdir / "journal"
+        return self.spec.journal_dir
 
     @property
     def access_log_dir(self) -> Path:
@@ -197,6 +174,16 @@ class GatewayStack:
     @property
     def access_log_manifest(self) -> Path:
         return self.out_dir / "audit" / "access_logs.json"
+
+    @property
+    def envoys(self) -> dict[str, EnvoyService]:
+        assert self.launched is not None, "the stack is not started"
+        return self.launched.envoys
+
+    def part(self, name: str) -> ServiceControl:
+        """A running part by its launcher name: backend, authz, shipper, envoy <entry>."""
+        assert self.launched is not None, "the stack is not started"
+        return self.launched.parts[name]
 
     def port(self, entry: str) -> int:
         return self.ports[entry]
@@ -261,71 +248,22 @@ class GatewayStack:
         return self.revision
 
 
-def _authz_ready(port: int, transport: str) -> bool:
-    if transport == "http":
-        return send(port, "GET", "/health", timeout=1).status == 200
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=1
-        )
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+def kill_part(stack: GatewayStack, name: str) -> None:
+    """SIGKILL a part (authz, shipper, backend): no shutdown, nothing flushed."""
+    part = stack.part(name)
+    pid = part.pid
+    assert pid is not None, f"{name} was never started"
+    assert part.running, f"{name} is not running"
+    os.kill(pid, signal.SIGKILL)
+    eventually(lambda: not part.running, 30, what=f"{name} to exit")
 
 
-def _start_backend(stack: GatewayStack) -> None:
-    backend = ChildProcess.start(
-        "backend",
-        [sys.executable, "-m", "backend", "--port", str(stack.ports["backend"])],
-        stack.options.backend_env,
-        stack.workdir / "backend.log",
-    )
-    stack.processes["backend"] = backend
-
-    def answers() -> bool:
-        backend.assert_running()
-        return send(stack.ports["backend"], "GET", "/health", timeout=1).status == 200
-
-    wait_until(answers, "the backend's /health")
-
-
-def _start_authz(stack: GatewayStack) -> None:
-    address = f"127.0.0.1:{stack.ports['authz']}"
-    http = stack.options.transport == "http"
-    env = {
-        "AUTHZ_GRPC_ADDRESS": "" if http else address,
-        "AUTHZ_HTTP_ADDRESS": address if http else "",
-        "AUTHZ_RUNTIME_CONFIG": str(stack.runtime_config_path),
-        "AUTHZ_JWT_ISSUERS": json.dumps(
-            [
-                {
-                    "issuer": ISSUER,
-                    "audiences": [AUDIENCE],
-                    "algorithms": ["HS256"],
-                    "hs256_secret": HS256_SECRET,
-                }
-            ]
-        ),
-        "AUTHZ_POLICY_DIR": str(REPO_ROOT / "policies"),
-        "AUTHZ_OPA_URL": "",
-        "AUTHZ_REDIS_URL": "",
-        "AUTHZ_AUDIT_JOURNAL_DIR": str(stack.journal_dir),
-        "AUTHZ_AUDIT_FSYNC": "off",  # the tests' machine crash is not simulated; speed matters
-        "AUTHZ_METRICS_ADDRESS": f"127.0.0.1:{stack.ports['metrics']}",
-        "AUTHZ_ADMIN_ADDRESS": f"127.0.0.1:{stack.ports['admin']}",
-        **stack.options.authz_env,
-    }
-    authz = ChildProcess.start(
-        "authz service",
-        [sys.executable, "-m", "authz_service", "serve"],
-        env,
-        stack.workdir / "authz.log",
-    )
-    stack.processes["authz"] = authz
-
-    def serving() -> bool:
-        authz.assert_running()
-        return _authz_ready(stack.ports["authz"], stack.options.transport)
-
-    wait_until(serving, "the authz service's grpc.health.v1 SERVING")
+def restart_part(stack: GatewayStack, name: str) -> None:
+    """Start a part that exited again: the same settings (journal dir, ports); waits for it."""
+    part = stack.part(name)
+    assert not part.running, f"stop {name} before restarting it"
+    part.stop()  # reap it
+    part.start()
 
 
 def shipper_health(stack: GatewayStack) -> tuple[int, dict[str, Any]]:
@@ -337,63 +275,44 @@ def shipper_health(stack: GatewayStack) -> tuple[int, dict[str, Any]]:
     return reply.status, reply.json()
 
 
-def start_shipper(stack: GatewayStack) -> None:
-    """`python -m authz_service audit ship` on the stack's journals and access logs."""
-    assert stack.options.shipper_env is not None
-    env = {
-        "AUTHZ_SHIPPER_JOURNAL_DIR": str(stack.journal_dir),
-        "AUTHZ_SHIPPER_ACCESS_LOG_MANIFEST": str(stack.access_log_manifest),
-        "AUTHZ_SHIPPER_HEALTH_ADDRESS": f"127.0.0.1:{stack.ports['shipper']}",
-        "AUTHZ_SHIPPER_POLL_SECONDS": "0.05",
-        "AUTHZ_SHIPPER_RETRY_SECONDS": "0.5",
-        **stack.options.shipper_env,
-    }
-    log_path = stack.workdir / f"shipper-{len(list(stack.workdir.glob('shipper-*.log')))}.log"
-    shipper = ChildProcess.start(
-        "audit shipper", [sys.executable, "-m", "authz_service", "audit", "ship"], env, log_path
+AUTHZ_ISSUERS = json.dumps(
+    [{"issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": ["HS256"],
+      "hs256_secret": HS256_SECRET}]
+)  # fmt: skip
+
+
+def _components(options: StackOptions) -> frozenset[Component]:
+    wanted: set[Component] = {"backend", "envoy"}
+    if options.with_authz:
+        wanted.add("authz")
+        if not options.fallbacks:
+            wanted.add("shipper")
+    return frozenset(wanted)
+
+
+def _spec(stack: GatewayStack, datastores: Datastores) -> LaunchSpec:
+    options = stack.options
+    return LaunchSpec(
+        var_dir=stack.workdir,
+        build_dir=stack.out_dir,
+        ports=stack.ports,
+        entry_points=tuple(EntryPoint(name, stack.ports[name]) for name in options.entry_points),
+        components=_components(options),
+        transport="http" if options.transport == "http" else "grpc",
+        datastores=Datastores() if options.fallbacks else datastores,
+        jwt_issuers=AUTHZ_ISSUERS,
+        # the tests' machine crash is not simulated; speed matters
+        authz_env={"AUTHZ_AUDIT_FSYNC": "off", **options.authz_env},
+        backend_env=options.backend_env,
+        shipper_env={**E2E_SHIPPER_ENV, **options.shipper_env},
+        wait_for_upstream=options.wait_for_upstream,
     )
-    stack.processes["shipper"] = shipper
-
-    def answers() -> bool:
-        shipper.assert_running()
-        return shipper_health(stack)[0] != 0
-
-    wait_until(answers, "the audit shipper's /health")
-
-
-def _start_envoys(stack: GatewayStack, exits: contextlib.ExitStack) -> None:
-    # PLANT first: CP and PP health-check it and forward to it
-    for name in sorted(stack.options.entry_points, key=lambda n: n != "plant"):
-        config = stack.out_dir / "envoy" / f"{name}.yaml"
-        try:
-            stack.envoys[name] = exits.enter_context(
-                provision_envoy(stack.workdir, config, name=name, log_dir=stack.access_log_dir)
-            )
-        except ServiceUnavailable as error:
-            pytest.fail(f"required service unavailable: {error}", pytrace=False)
-        _wait_for_entry_point(stack, name)
-
-
-def _wait_for_entry_point(stack: GatewayStack, name: str) -> None:
-    port = stack.ports[name]
-    wait_until(
-        lambda: send(port, "GET", "/ready", timeout=1).status == 200, f"{name}'s readiness route"
-    )
-    if stack.options.wait_for_upstream:
-        # the public health route answers only once this hop's upstream is healthy
-        wait_until(
-            lambda: send(port, "GET", "/health", timeout=2).status == 200,
-            f"/health through {name}",
-        )
-
-
-def _stop_processes(stack: GatewayStack) -> None:
-    for process in reversed(stack.processes.values()):
-        process.stop()
 
 
 @contextlib.contextmanager
-def gateway_stack_running(workdir: Path, options: StackOptions) -> Iterator[GatewayStack]:
+def gateway_stack_running(
+    workdir: Path, options: StackOptions, datastores: Datastores
+) -> Iterator[GatewayStack]:
     names = [
         *ENTRY_POINTS, *(f"{n}_admin" for n in ENTRY_POINTS), "plant_internal",
         "backend", "authz", "metrics", "admin", "shipper",
@@ -406,15 +325,64 @@ def gateway_stack_running(workdir: Path, options: StackOptions) -> Iterator[Gate
         ports={name: free_port() for name in names},
     )
     stack.rerender()
+    try:
+        with launch(_spec(stack, datastores)) as launched:
+            stack.launched = launched
+            yield stack
+    except ServiceUnavailable as error:
+        pytest.fail(f"required service unavailable: {error}", pytrace=False)
+
+
+@dataclass
+class SessionDatastores:
+    """The session's real OPA, Redis and e2e database, shared by every stack: each stack gets
+    a Redis database of its own, emptied first, so no stack spends another's budgets."""
+
+    redis: RedisService
+    opa: OpaService
+    database: Provisioned
+    in_use: set[int] = field(default_factory=set)
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[Datastores]:
+        index = min(set(range(1, REDIS_DATABASES)) - self.in_use)
+        url = f"redis://{self.redis.host}:{self.redis.port}/{index}"
+        with redis.Redis.from_url(url) as client:
+            client.flushdb()
+        self.in_use.add(index)
+        try:
+            yield Datastores(redis_url=url, opa_url=self.opa.url, database=self.database)
+        finally:
+            self.in_use.discard(index)
+
+
+@pytest.fixture(scope="session")
+def e2e_datastores(
+    postgres: PostgresService, redis_service: RedisService, opa_service: OpaService
+) -> SessionDatastores:
+    """The real services every e2e stack runs on unless its options ask for the fallbacks."""
+    return SessionDatastores(redis_service, opa_service, provisioned_database(postgres, "e2e"))
+
+
+@pytest.fixture(scope="session")
+def shared_gateway_stacks(
+    tmp_path_factory: pytest.TempPathFactory, e2e_datastores: SessionDatastores
+) -> Iterator[Callable[[str], GatewayStack]]:
+    """One stack with the default options per transport, started on first use: for the
+    modules that only send requests to it."""
+    started: dict[str, GatewayStack] = {}
     with contextlib.ExitStack() as exits:
-        exits.callback(_stop_processes, stack)
-        _start_backend(stack)
-        if options.with_authz:
-            _start_authz(stack)
-        _start_envoys(stack, exits)
-        if options.shipper_env is not None:
-            start_shipper(stack)
-        yield stack
+
+        def get(transport: str) -> GatewayStack:
+            if transport not in started:
+                options = StackOptions(transport=transport)
+                workdir = tmp_path_factory.mktemp(f"shared-{transport}")
+                datastores = exits.enter_context(e2e_datastores.lease())
+                stack = gateway_stack_running(workdir, options, datastores)
+                started[transport] = exits.enter_context(stack)
+            return started[transport]
+
+        yield get
 
 
 @pytest.fixture(scope="module")
@@ -434,15 +402,24 @@ def gateway_stack(
     tmp_path_factory: pytest.TempPathFactory,
     gateway_stack_options: StackOptions,
     authz_transport: str,
+    e2e_datastores: SessionDatastores,
+    shared_gateway_stacks: Callable[[str], GatewayStack],
 ) -> Iterator[GatewayStack]:
     options = dataclasses.replace(gateway_stack_options, transport=authz_transport)
-    with gateway_stack_running(tmp_path_factory.mktemp("stack"), options) as stack:
+    if options == StackOptions(transport=authz_transport):
+        yield shared_gateway_stacks(authz_transport)
+        return
+    workdir = tmp_path_factory.mktemp("stack")
+    with (
+        e2e_datastores.lease() as datastores,
+        gateway_stack_running(workdir, options, datastores) as stack,
+    ):
         yield stack
 
 
 @pytest.fixture
 def gateway_stack_factory(
-    tmp_path: Path, authz_transport: str
+    tmp_path: Path, authz_transport: str, e2e_datastores: SessionDatastores
 ) -> Iterator[Callable[[StackOptions], GatewayStack]]:
     """Start stacks of a test's own (over the module's transport); all stop when it ends."""
     with contextlib.ExitStack() as exits:
@@ -452,7 +429,8 @@ def gateway_stack_factory(
             workdir = tmp_path / f"stack{len(started)}"
             workdir.mkdir()
             options = dataclasses.replace(options, transport=authz_transport)
-            started.append(exits.enter_context(gateway_stack_running(workdir, options)))
+            datastores = exits.enter_context(e2e_datastores.lease())
+            started.append(exits.enter_context(gateway_stack_running(workdir, options, datastores)))
             return started[-1]
 
         yield start

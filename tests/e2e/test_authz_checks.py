@@ -1,8 +1,8 @@
 """Through the real Envoys with the rendered configs: the original stack's validation list.
 
-The authz service runs as `make up` runs it (embedded regopy, in-process ledger), trusting the
-harness's HS256 issuer plus an RS256 issuer (static PEM) and an inline-JWKS issuer for the
-key-confusion and unknown-kid cases.
+The authz service runs as `make up` runs it (the real OPA, budgets in Redis, the audit shipper
+into PostgreSQL), trusting the harness's HS256 issuer plus an RS256 issuer (static PEM) and an
+inline-JWKS issuer for the key-confusion and unknown-kid cases.
 """
 
 from __future__ import annotations

@@ -8,23 +8,17 @@ from typing import Any
 
 import pytest
 
-from devstack import OpaService, RedisService
+from devstack import OpaService
 
 
 @pytest.fixture(scope="module")
 def gateway_stack_options(
-    gateway_stack_types: tuple[type[Any], type[Any]],
-    redis_service: RedisService,
-    opa_service: OpaService,
-    authz_transport: str,
+    gateway_stack_types: tuple[type[Any], type[Any]], authz_transport: str
 ) -> Any:
+    """The real OPA and Redis of every stack; no policy cache, so OPA's stop shows at once."""
     stack_options, _ = gateway_stack_types
     return stack_options(
-        authz_env={
-            "AUTHZ_REDIS_URL": redis_service.url,
-            "AUTHZ_OPA_URL": opa_service.url,
-            "AUTHZ_POLICY_CACHE_SECONDS": "0",
-        },
+        authz_env={"AUTHZ_POLICY_CACHE_SECONDS": "0"},
         config_overrides={
             # one customer per transport: both runs share the session's Redis
             "budgets": {

@@ -1,6 +1,7 @@
 """Through the real Envoy: shadowed stages record but never deny; a reload under load loses nothing.
 
-Shadow: the stack runs with the real OPA and Redis and `shadow: {authorize, policy}` globally.
+Shadow: the stack runs (as every stack) with the real OPA and Redis, and
+`shadow: {authorize, policy}` globally.
 Reload: a role gains a permission in the gateway config, which is re-rendered and reloaded
 (admin Reload) while requests keep flowing; every request gets the old or the new decision.
 """
@@ -19,7 +20,6 @@ import grpc
 from authz_service._proto.gateway.admin.v1 import admin_pb2 as pb
 from authz_service._proto.gateway.admin.v1 import admin_pb2_grpc as pb_grpc
 from authz_service.audit.framing import decode_record, read_frames
-from devstack import OpaService, RedisService
 from tests.e2e.conftest import GatewayStack, StackOptions, wait_until
 
 LOAD_WORKERS = 3
@@ -48,12 +48,9 @@ def _journaled_shadow_denials(journals: Path) -> list[list[str]]:
 
 def test_shadowed_stages_record_but_never_deny(
     gateway_stack_factory: Callable[[StackOptions], GatewayStack],
-    redis_service: RedisService,
-    opa_service: OpaService,
 ) -> None:
     stack = gateway_stack_factory(
         StackOptions(
-            authz_env={"AUTHZ_OPA_URL": opa_service.url, "AUTHZ_REDIS_URL": redis_service.url},
             config_overrides={"shadow": {"authorize": "shadow", "policy": "shadow"}},
             entry_points=("plant",),
         )

@@ -1,0 +1,1 @@
+"""What the tests share: builders, issuers and keys, ports, servers, waiting on conditions."""
