@@ -42,7 +42,6 @@ import pytest
 import redis
 import yaml
 
-from authz_service.devtokens import sign_dev_token
 from devstack import EnvoyService, OpaService, PostgresService, RedisService, ServiceUnavailable
 from devstack.free_ports import free_port
 from devstack.launcher import Component, Datastores, EntryPoint, Launched, LaunchSpec, launch
@@ -51,13 +50,11 @@ from devstack.provision import Provisioned
 from gateway_config import deep_merge
 from render import render_all
 from tests.integration._audit_db import provisioned_database
+from tests.support.issuers import every_issuer, hs256_token, issuers_json
 from tests.support.waiting import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = REPO_ROOT / "config" / "gateway.yaml"
-ISSUER = "https://issuer.test"
-AUDIENCE = "gateway"
-HS256_SECRET = "e2e-test-secret-that-is-at-least-32-characters"
 ENTRY_POINTS = ("plant", "cp", "pp")
 TRANSPORTS = ("grpc", "http")
 START_TIMEOUT_S = 30.0
@@ -65,6 +62,8 @@ REDIS_DATABASES = 16  # redis-server's default `databases`: one per live stack, 
 # the shipper of a test stack polls often and retries soon: rows land within the tests' waits
 E2E_SHIPPER_ENV = {"AUTHZ_SHIPPER_POLL_SECONDS": "0.05", "AUTHZ_SHIPPER_RETRY_SECONDS": "0.5"}
 
+# cust-tight has a budget of 2 a day (test_authz_checks.py's 402)
+TEST_BUDGETS = {"budgets": {"overrides": {"customers": {"cust-tight": {"api_calls": {"day": 2}}}}}}
 # Routes the e2e tests need beyond the example: a slow one (timeouts) and large uploads.
 TEST_ROUTES: list[dict[str, Any]] = [
     {
@@ -93,7 +92,8 @@ class StackOptions:
 
     authz_env: dict[str, str] = field(default_factory=dict)  # extra AUTHZ_* variables
     backend_env: dict[str, str] = field(default_factory=dict)  # e.g. BACKEND_DATABASE_URL
-    config_overrides: dict[str, Any] = field(default_factory=dict)  # deep-merged (not lists)
+    # deep-merged (not lists) into the example config
+    config_overrides: dict[str, Any] = field(default_factory=lambda: dict(TEST_BUDGETS))
     extra_routes: list[dict[str, Any]] = field(default_factory=lambda: list(TEST_ROUTES))
     with_authz: bool = True  # False: no authz service (and no shipper)
     entry_points: tuple[str, ...] = ENTRY_POINTS  # which Envoys to start
@@ -214,10 +214,8 @@ class GatewayStack:
         trial_mode: bool = False,
         **kwargs: Any,
     ) -> str:
-        """An HS256 token from the stack's trusted test issuer."""
-        return sign_dev_token(
-            HS256_SECRET, ISSUER, AUDIENCE, sub, roles, customer_id, plan, trial_mode, **kwargs
-        )
+        """An HS256 token from the stack's trusted test issuer (tests/support/issuers.py)."""
+        return hs256_token(sub, roles, customer_id, plan, trial_mode, **kwargs)
 
     def gateway_config(self, extra_routes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The example config on this stack's ports, plus the option's and `extra_routes`."""
@@ -275,12 +273,6 @@ def shipper_health(stack: GatewayStack) -> tuple[int, dict[str, Any]]:
     return reply.status, reply.json()
 
 
-AUTHZ_ISSUERS = json.dumps(
-    [{"issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": ["HS256"],
-      "hs256_secret": HS256_SECRET}]
-)  # fmt: skip
-
-
 def _components(options: StackOptions) -> frozenset[Component]:
     wanted: set[Component] = {"backend", "envoy"}
     if options.with_authz:
@@ -300,7 +292,7 @@ def _spec(stack: GatewayStack, datastores: Datastores) -> LaunchSpec:
         components=_components(options),
         transport="http" if options.transport == "http" else "grpc",
         datastores=Datastores() if options.fallbacks else datastores,
-        jwt_issuers=AUTHZ_ISSUERS,
+        jwt_issuers=issuers_json(every_issuer()),
         # the tests' machine crash is not simulated; speed matters
         authz_env={"AUTHZ_AUDIT_FSYNC": "off", **options.authz_env},
         backend_env=options.backend_env,

@@ -1,8 +1,9 @@
 """Through the real Envoys with the rendered configs: the original stack's validation list.
 
 The authz service runs as `make up` runs it (the real OPA, budgets in Redis, the audit shipper
-into PostgreSQL), trusting the harness's HS256 issuer plus an RS256 issuer (static PEM) and an
-inline-JWKS issuer for the key-confusion and unknown-kid cases.
+into PostgreSQL), on the default stack: it trusts tests/support's HS256 issuer plus an RS256
+issuer (static PEM) and an inline-JWKS issuer for the key-confusion and unknown-kid cases, and
+gives cust-tight a budget of 2 a day.
 """
 
 from __future__ import annotations
@@ -16,44 +17,12 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
 
-# the harness's test issuer (tests/e2e/conftest.py); repeated here because this module
-# replaces AUTHZ_JWT_ISSUERS to add the RS256 issuers
-HS_ISSUER, AUDIENCE = "https://issuer.test", "gateway"
-HS_SECRET = "e2e-test-secret-that-is-at-least-32-characters"
-RS_ISSUER, JWKS_ISSUER = "https://rs.issuer.test", "https://jwks.issuer.test"
-_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-PRIVATE_PEM = _KEY.private_bytes(
-    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-)
-PUBLIC_PEM = (
-    _KEY.public_key()
-    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    .decode()
-)
-JWK = {**RSAAlgorithm.to_jwk(_KEY.public_key(), as_dict=True), "kid": "k1", "alg": "RS256"}
+from tests.support.issuers import AUDIENCE, ISSUER, JWKS_ISSUER, RS_ISSUER, SECRET, rsa_key
+
+HS_ISSUER, HS_SECRET = ISSUER, SECRET
+PRIVATE_PEM, PUBLIC_PEM = rsa_key().private_pem, rsa_key().public_pem
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture(scope="module")
-def gateway_stack_options(gateway_stack_types: tuple[type[Any], type[Any]]) -> Any:
-    stack_options, _ = gateway_stack_types
-
-    def issuer(name: str, algorithm: str, **key: Any) -> dict[str, Any]:
-        return {"issuer": name, "audiences": [AUDIENCE], "algorithms": [algorithm], **key}
-
-    issuers = [
-        issuer(HS_ISSUER, "HS256", hs256_secret=HS_SECRET),
-        issuer(RS_ISSUER, "RS256", public_key_pem=PUBLIC_PEM),
-        issuer(JWKS_ISSUER, "RS256", jwks={"keys": [JWK]}),
-    ]
-    overrides = {"budgets": {"overrides": {"customers": {"cust-tight": {"api_calls": {"day": 2}}}}}}
-    return stack_options(
-        authz_env={"AUTHZ_JWT_ISSUERS": json.dumps(issuers)}, config_overrides=overrides
-    )
 
 
 def _claims(**overrides: Any) -> dict[str, Any]:

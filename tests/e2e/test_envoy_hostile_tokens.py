@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import AUDIENCE, HS256_SECRET, ISSUER
+from tests.support.issuers import AUDIENCE, ISSUER
+from tests.support.issuers import SECRET as HS256_SECRET
 
 PROBLEM_BASE = "https://gateway.example/problems/"
 

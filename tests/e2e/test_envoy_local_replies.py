@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.e2e._odd_upstream import PROBLEM_409, odd_upstream
+from tests.support.free_ports import free_port
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://gateway.example/problems/"
@@ -37,9 +38,7 @@ def odd_port() -> Iterator[int]:
 @pytest.fixture(scope="module")
 def gateway_stack_options(odd_port: int, gateway_stack_types: tuple[Any, Any]) -> Any:
     stack_options, _ = gateway_stack_types
-    with socket.socket() as sock:  # a port nothing listens on: connections are refused
-        sock.bind(("127.0.0.1", 0))
-        closed_port = sock.getsockname()[1]
+    closed_port = free_port()  # a port nothing listens on: connections are refused
     everywhere = ["plant", "cp", "pp"]
     routes = [
         {"id": "odd", "match": {"prefix": "/api/v1/odd", "methods": ["GET", "HEAD"]},

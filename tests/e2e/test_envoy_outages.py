@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.free_ports import free_port
+
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -15,11 +17,7 @@ def stack_without_backend_and_authz(
     gateway_stack_factory: Callable[[Any], Any], gateway_stack_types: tuple[type, type]
 ) -> Any:
     options_type, _ = gateway_stack_types
-    from socket import AF_INET, SOCK_STREAM, socket  # noqa: PLC0415
-
-    with socket(AF_INET, SOCK_STREAM) as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        dead_port = sock.getsockname()[1]
+    dead_port = free_port()  # a port nobody listens on
     options = options_type(
         with_authz=False,
         entry_points=("plant", "cp"),

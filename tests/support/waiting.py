@@ -1,9 +1,11 @@
-"""Waiting on a condition, never on the clock: `eventually(predicate, timeout)`."""
+"""Waiting on a condition, never on the clock: `eventually(predicate, timeout)` (and its
+coroutine twin `eventually_async`)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -36,3 +38,22 @@ def eventually(
             name = what or getattr(predicate, "__name__", "the condition")
             raise AssertionError(f"timed out after {timeout:g}s waiting for {name}{cause}")
         time.sleep(interval)
+
+
+async def eventually_async(
+    predicate: Callable[[], Awaitable[T | None]],
+    timeout: float,
+    *,
+    what: str = "",
+    interval: float = POLL_SECONDS,
+) -> T:
+    """`eventually` for a coroutine predicate, waiting on the test's event loop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            name = what or getattr(predicate, "__name__", "the condition")
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {name}")
+        await asyncio.sleep(interval)

@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-from envoy.service.auth.v3 import attribute_context_pb2 as ac
 from envoy.service.auth.v3 import external_auth_pb2 as ext
 
 from authz_service.devtokens import sign_dev_token
@@ -15,6 +14,7 @@ from authz_service.pipeline import FailOpen, Pipeline
 from authz_service.runtime_config import IDENTITY_HEADERS, RuntimeConfig
 from authz_service.servicer import AuthorizationService
 from authz_service.tokens import TokenVerifier
+from tests.support.check_requests import check_request
 from tests.unit.authz.authz_helpers import (
     AUDIENCE,
     HS_ISSUER,
@@ -44,14 +44,8 @@ def _request(token: str | None, **context: str) -> ext.CheckRequest:
         "x-causation-id": "cause-9",
         "user-agent": "test/1",
     }
-    if token is not None:
-        headers["authorization"] = f"Bearer {token}"
-    http = ac.AttributeContext.HttpRequest(method="GET", path="/api/v1/orders?x=1", headers=headers)
-    return ext.CheckRequest(
-        attributes=ac.AttributeContext(
-            request=ac.AttributeContext.Request(http=http),
-            context_extensions={**CONTEXT, **context},
-        )
+    return check_request(
+        path="/api/v1/orders?x=1", token=token, headers=headers, context={**CONTEXT, **context}
     )
 
 
