@@ -121,7 +121,7 @@ def send_concurrently(
             if on_sent is not None:
                 on_sent(sent[-1])
             if pause or sent[-1].status in (0, 503):  # refused at once: no spinning
-                time.sleep(max(pause, 0.02))
+                time.sleep(max(pause, 0.02))  # the load's pace (behaviour), not a wait
         return sent
 
     with ThreadPoolExecutor(workers) as pool:
@@ -156,7 +156,7 @@ def wait_for_rows(
         found = rows_by_correlation(dsn, ids)
         if all(done(found.get(i, [])) for i in ids) or time.monotonic() > deadline:
             return found
-        time.sleep(0.25)
+        time.sleep(0.25)  # the poll interval of this wait on the rows
 
 
 def complete(row: Row) -> bool:

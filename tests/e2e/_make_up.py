@@ -170,4 +170,4 @@ def audit_rows(dsn: str, expected: dict[str, int]) -> list[dict[str, Any]]:
         counts = {c: sum(r["correlation_id"] == c for r in rows) for c in expected}
         if all(counts[c] >= n for c, n in expected.items()) or time.monotonic() > deadline:
             return rows
-        time.sleep(0.3)
+        time.sleep(0.3)  # the poll interval of this wait on the rows

@@ -3,8 +3,6 @@ the client's. A client naming the facts header (or any x-authz-* header) changes
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from authz_service.runtime_config import (
@@ -12,6 +10,7 @@ from authz_service.runtime_config import (
     ROUTE_FACTS_HEADER,
     encode_route_facts,
 )
+from tests.e2e.conftest import GatewayStack
 
 # what a client would claim to reach the admin route with a customer's token
 FORGED_FACTS = encode_route_facts(
@@ -20,7 +19,9 @@ FORGED_FACTS = encode_route_facts(
 
 
 @pytest.mark.parametrize("entry", ["plant", "pp"])
-def test_forged_route_facts_do_not_change_the_decision(gateway_stack: Any, entry: str) -> None:
+def test_forged_route_facts_do_not_change_the_decision(
+    gateway_stack: GatewayStack, entry: str
+) -> None:
     customer = gateway_stack.sign_token(roles=("customer",))
     forged = {ROUTE_FACTS_HEADER: FORGED_FACTS, PEER_HEADER: "203.0.113.250"}
     reply = gateway_stack.request(
@@ -32,7 +33,7 @@ def test_forged_route_facts_do_not_change_the_decision(gateway_stack: Any, entry
     assert reply.headers["x-correlation-id"] == reply.json()["correlation_id"]
 
 
-def test_only_identity_headers_of_the_answer_reach_the_backend(gateway_stack: Any) -> None:
+def test_only_identity_headers_of_the_answer_reach_the_backend(gateway_stack: GatewayStack) -> None:
     """The decision header (for Envoy's access log) and Envoy's own check headers stay
     between Envoy and the service."""
     token = gateway_stack.sign_token(roles=("customer",))

@@ -88,11 +88,13 @@ def test_shadowed_stages_record_but_never_deny(
     )
 
 
-def _load(stack: GatewayStack, token: str, stop: threading.Event, out: list[Any]) -> None:
+def _load(
+    stack: GatewayStack, token: str, stop: threading.Event, out: list[tuple[float, int | str]]
+) -> None:
     while not stop.is_set() and len(out) < MAX_REQUESTS:
         started = time.monotonic()
         try:
-            status: Any = stack.request("plant", "POST", "/api/v1/orders", token=token).status
+            status: int | str = stack.request("plant", "POST", "/api/v1/orders", token=token).status
         except OSError as error:
             status = repr(error)
         out.append((started, status))

@@ -7,7 +7,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from devstack.stackconfig import choose_ports
 from devstack.stackstate import StackState, Tracked
 from gateway_config import load_gateway_config
 from tests.e2e._make_up import Running, audit_rows, get, group_members, make_up
+from tests.support.waiting import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = REPO_ROOT / "config" / "gateway.yaml"
@@ -186,12 +186,12 @@ def _superuser_dsn(stack: Running) -> str:
 def test_nothing_connects_as_the_superuser(stack: Running) -> None:
     """Provisioning was the superuser's only step: every session runs as its own login."""
     observer = _superuser_dsn(stack)
-    deadline = time.monotonic() + 30
-    sessions = asyncio.run(_sessions(observer))
-    while not any(app == "gateway-audit-shipper" for _, app in sessions):
-        assert time.monotonic() < deadline, sessions
-        time.sleep(0.5)
-        sessions = asyncio.run(_sessions(observer))
+
+    def with_the_shipper() -> list[tuple[str, str]] | None:
+        found = asyncio.run(_sessions(observer))
+        return found if any(app == "gateway-audit-shipper" for _, app in found) else None
+
+    sessions = eventually(with_the_shipper, 30, what="the shipper's session")
     sessions = [(user, app) for user, app in sessions if app != "observer"]
     assert "postgres" not in {user for user, _ in sessions}, sessions
     shipper_logins = {user for user, app in sessions if app == "gateway-audit-shipper"}
@@ -204,16 +204,13 @@ def test_nothing_connects_as_the_superuser(stack: Running) -> None:
 def test_the_shipper_is_restarted_when_it_dies(stack: Running) -> None:
     (shipper,) = [c for c in stack.state.children if c.name == "shipper"]
     os.kill(shipper.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while True:
-        state = StackState.read(stack.var_dir)
-        assert state is not None
+
+    def restarted() -> bool:
+        state = stack.refresh()
         again = [c for c in state.children if c.name == "shipper" and c.pid != shipper.pid]
-        if again and again[0].alive():
-            break
-        assert time.monotonic() < deadline, "the shipper was not restarted"
-        time.sleep(0.2)
-    stack.state = state
+        return bool(again) and again[0].alive()
+
+    eventually(restarted, 60, what="the shipper restarted")
     # and rows keep coming through it
     issuer = devkey.load(stack.var_dir)
     token = issuer.sign(roles=["customer"], customer="cust-restart", user="user-restart")

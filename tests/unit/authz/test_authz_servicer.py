@@ -203,7 +203,7 @@ async def test_redis_down_fails_closed_unless_budget_fails_open(
 
 class _SlowEngine(FakePolicyEngine):
     async def evaluate(self, path: str, input_doc: Any) -> Any:
-        await asyncio.sleep(10)
+        await asyncio.sleep(10)  # the behaviour under test: a policy slower than the deadline
 
 
 async def test_a_check_never_outlives_its_deadline(
@@ -274,7 +274,7 @@ async def test_the_answer_waits_for_its_record_to_be_written(
     check = asyncio.create_task(_check(service, _request(_token())))
     while not audit.rows:
         await asyncio.sleep(0)
-    for _ in range(5):
+    for _ in range(5):  # turns of the loop in which a wrong answer would go out (no clock)
         await asyncio.sleep(0)
     assert not check.done(), "answered before the journal had the record"
     written.set_result(None)
