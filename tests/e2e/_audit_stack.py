@@ -46,12 +46,8 @@ class AuditDatabase:
         return {"AUTHZ_ADMIN_ADDRESS": "", **extra}
 
     def shipper_env(self, **extra: str) -> dict[str, str]:
-        """The shipper's logins to this database (not the session's e2e database)."""
-        return {
-            "AUTHZ_SHIPPER_DATABASE_URL": self.provisioned.shipper_dsn,
-            "AUTHZ_SHIPPER_RETENTION_DATABASE_URL": self.provisioned.retention_dsn,
-            **extra,
-        }
+        """The shipper's login to this database (not the session's e2e database)."""
+        return {"AUTHZ_SHIPPER_DATABASE_URL": self.provisioned.shipper_dsn, **extra}
 
 
 def audit_database(postgres: PostgresService, prefix: str) -> AuditDatabase:

@@ -59,8 +59,13 @@ ENTRY_POINTS = ("plant", "cp", "pp")
 TRANSPORTS = ("grpc", "http")
 START_TIMEOUT_S = 30.0
 REDIS_DATABASES = 16  # redis-server's default `databases`: one per live stack, 0 left alone
-# the shipper of a test stack polls often and retries soon: rows land within the tests' waits
-E2E_SHIPPER_ENV = {"AUTHZ_SHIPPER_POLL_SECONDS": "0.05", "AUTHZ_SHIPPER_RETRY_SECONDS": "0.5"}
+# the shipper of a test stack polls often and retries soon: rows land within the tests' waits;
+# no retention runs (the rows are minutes old; every stack's shipper shares one database)
+E2E_SHIPPER_ENV = {
+    "AUTHZ_SHIPPER_POLL_SECONDS": "0.05",
+    "AUTHZ_SHIPPER_RETRY_SECONDS": "0.5",
+    "AUTHZ_SHIPPER_RETENTION_DATABASE_URL": "",
+}
 
 # cust-tight has a budget of 2 a day (test_authz_checks.py's 402)
 TEST_BUDGETS = {"budgets": {"overrides": {"customers": {"cust-tight": {"api_calls": {"day": 2}}}}}}
@@ -317,12 +322,12 @@ def gateway_stack_running(
         ports={name: free_port() for name in names},
     )
     stack.rerender()
-    try:
-        with launch(_spec(stack, datastores)) as launched:
-            stack.launched = launched
-            yield stack
-    except ServiceUnavailable as error:
-        pytest.fail(f"required service unavailable: {error}", pytrace=False)
+    with contextlib.ExitStack() as exits:
+        try:
+            stack.launched = exits.enter_context(launch(_spec(stack, datastores)))
+        except ServiceUnavailable as error:
+            pytest.fail(f"required service unavailable: {error}", pytrace=False)
+        yield stack
 
 
 @dataclass
