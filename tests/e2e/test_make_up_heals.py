@@ -45,7 +45,8 @@ def _answers_again(stack: Running) -> bool:
         return False
     assert body["headers"]["x-customer-id"] == "cust-heal"
     status, headers, body = get(f"{cp}/api/v1/me")
-    assert status == 401, body
+    if status != 401:
+        return False
     assert headers["content-type"] == "application/problem+json"
     assert body["type"] == PROBLEM_BASE + "token_missing"
     return True
