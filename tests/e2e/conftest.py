@@ -43,7 +43,7 @@ import redis
 import yaml
 
 from devstack import EnvoyService, OpaService, PostgresService, RedisService, ServiceUnavailable
-from devstack.free_ports import free_port
+from devstack.free_ports import free_ports
 from devstack.launcher import Component, Datastores, EntryPoint, Launched, LaunchSpec, launch
 from devstack.model import ServiceControl
 from devstack.provision import Provisioned
@@ -319,7 +319,7 @@ def gateway_stack_running(
         options=options,
         config_path=workdir / "gateway.yaml",
         out_dir=workdir / "build",
-        ports={name: free_port() for name in names},
+        ports=dict(zip(names, free_ports(len(names)), strict=True)),
     )
     stack.rerender()
     with contextlib.ExitStack() as exits:

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from devstack import devkey
-from devstack.free_ports import free_port
+from devstack.free_ports import free_ports
 from devstack.stackconfig import choose_ports
 from devstack.stackstate import StackState, Tracked
 from gateway_config import load_gateway_config
@@ -35,7 +35,8 @@ def _port_names() -> list[str]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """The first stack: every port given (`--port NAME=PORT`, free ones) as its defaults."""
-    ports = " ".join(f"--port {name}={free_port()}" for name in _port_names())
+    names = _port_names()
+    ports = " ".join(f"--port {n}={p}" for n, p in zip(names, free_ports(len(names)), strict=True))
     with make_up(tmp_path_factory.mktemp("make-up"), ports) as running:
         yield running
 
