@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 from authz_service.audit.framing import decode_record, read_frames
 from devstack import PostgresService
 from devstack.provision import Provisioned
-from tests.e2e.conftest import GatewayStack, kill_part, restart_part
+from tests.e2e._gateway_stack import GatewayStack, kill_part, restart_part
 from tests.integration._audit_db import provisioned_database, superuser_dsn
 
 ROW_COLUMNS = (

@@ -31,7 +31,7 @@ from tests.e2e._audit_stack import (
     send_mixed,
     wait_for_rows,
 )
-from tests.e2e.conftest import GatewayStack, StackOptions
+from tests.e2e._gateway_stack import GatewayStack, StackOptions
 from tests.support.waiting import eventually
 
 PROBLEM = "https://gateway.example/problems/"

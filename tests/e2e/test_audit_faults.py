@@ -29,7 +29,7 @@ from tests.e2e._audit_stack import (
     send_mixed,
     wait_for_rows,
 )
-from tests.e2e.conftest import GatewayStack, StackOptions, shipper_health
+from tests.e2e._gateway_stack import GatewayStack, StackOptions, shipper_health
 from tests.support.waiting import eventually
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from tests.e2e._audit_stack import (
     rows_by_correlation,
     wait_for_rows,
 )
-from tests.e2e.conftest import GatewayStack, StackOptions, send
+from tests.e2e._gateway_stack import GatewayStack, StackOptions, send
 from tests.support.waiting import eventually
 
 CLIENT = "127.0.0.2"  # a client address of its own: the hops connect from 127.0.0.1

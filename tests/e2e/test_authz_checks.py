@@ -18,7 +18,7 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.e2e.conftest import GatewayStack, Reply
+from tests.e2e._gateway_stack import GatewayStack, Reply
 from tests.support.issuers import AUDIENCE, ISSUER, JWKS_ISSUER, RS_ISSUER, SECRET, rsa_key
 
 HS_ISSUER, HS_SECRET = ISSUER, SECRET

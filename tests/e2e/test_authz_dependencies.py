@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from devstack import OpaService
-from tests.e2e.conftest import GatewayStack, StackOptions
+from tests.e2e._gateway_stack import GatewayStack, StackOptions
 
 
 @pytest.fixture(scope="module")

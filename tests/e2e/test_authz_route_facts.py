@@ -10,7 +10,7 @@ from authz_service.runtime_config import (
     ROUTE_FACTS_HEADER,
     encode_route_facts,
 )
-from tests.e2e.conftest import GatewayStack
+from tests.e2e._gateway_stack import GatewayStack
 
 # what a client would claim to reach the admin route with a customer's token
 FORGED_FACTS = encode_route_facts(

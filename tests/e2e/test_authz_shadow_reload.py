@@ -20,7 +20,7 @@ import grpc
 from authz_service._proto.gateway.admin.v1 import admin_pb2 as pb
 from authz_service._proto.gateway.admin.v1 import admin_pb2_grpc as pb_grpc
 from authz_service.audit.framing import decode_record, read_frames
-from tests.e2e.conftest import GatewayStack, StackOptions, wait_until
+from tests.e2e._gateway_stack import GatewayStack, StackOptions, wait_until
 
 LOAD_WORKERS = 3
 MAX_REQUESTS = 1500  # bounded: the loop ends after this many even if the reload never lands

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from authz_service.runtime_config import IDENTITY_HEADERS
-from tests.e2e.conftest import GatewayStack, Reply
+from tests.e2e._gateway_stack import GatewayStack, Reply
 from tests.support.waiting import eventually
 
 ENTRIES = ("plant", "cp", "pp")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import GatewayStack
+from tests.e2e._gateway_stack import GatewayStack
 from tests.support.issuers import AUDIENCE, ISSUER
 from tests.support.issuers import SECRET as HS256_SECRET
 

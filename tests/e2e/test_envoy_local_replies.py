@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.e2e._gateway_stack import GatewayStack, StackOptions
 from tests.e2e._odd_upstream import PROBLEM_409, odd_upstream
-from tests.e2e.conftest import GatewayStack, StackOptions
 from tests.support.free_ports import free_port
 
 PROBLEM_JSON = "application/problem+json"

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.conftest import GatewayStack, StackOptions
+from tests.e2e._gateway_stack import GatewayStack, StackOptions
 from tests.support.free_ports import free_port
 
 PROBLEM_JSON = "application/problem+json"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.conftest import GatewayStack, StackOptions
+from tests.e2e._gateway_stack import GatewayStack, StackOptions
 from tests.support.waiting import eventually
 
 SLOW_PUBLIC = {

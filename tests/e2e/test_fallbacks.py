@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e._audit_stack import journal_records
-from tests.e2e.conftest import GatewayStack, Reply, StackOptions, shipper_health
+from tests.e2e._gateway_stack import GatewayStack, Reply, StackOptions, shipper_health
 
 pytestmark = pytest.mark.fallbacks
 PROBLEM_BASE = "https://gateway.example/problems/"

@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from authz_service.runtime_config import IDENTITY_HEADERS
-from tests.e2e.conftest import GatewayStack, Reply
+from tests.e2e._gateway_stack import GatewayStack, Reply
 
 FORGED_CAUSATION = str(uuid.uuid4())
 # What only a hop (or Envoy itself) may set, with a client's forgery of each
