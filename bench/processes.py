@@ -1,10 +1,10 @@
-"""Starts the bench's own processes: authz workers, the OPA-Envoy server, front Envoys."""
+"""Starts the bench's own processes: authz workers and shippers (devstack.parts, as make up
+builds them), the OPA-Envoy server, the calibration servers, front Envoys."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from authz_service import health_probe
 from bench.envoy_configs import FrontSpec, render_front
 from bench.keys import AUDIENCE, ISSUER, BenchIssuer
-from devstack.model import PostgresService
-from devstack.ports import free_port, http_get
+from devstack.free_ports import free_port
+from devstack.parts import authz_process, shipper_process
+from devstack.probes import http_get
 from devstack.process import ManagedProcess
-from devstack.provision import Provisioned, provision
+from devstack.provision import Provisioned
 from devstack.services import provision_envoy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,21 +44,6 @@ def render(workdir: Path) -> tuple[Path, dict[str, Any]]:
     )
     runtime = json.loads((out / "authz" / "runtime.json").read_text())
     return out, runtime
-
-
-def migrate(pg: PostgresService, workdir: Path) -> Provisioned:
-    """Provision the database (its logins) as the superuser, migrate as the migrations login."""
-    database = provision(pg.dsn_for("postgres"), pg.database)
-    with (workdir / "migrate.log").open("wb") as log:
-        subprocess.run(
-            [sys.executable, "-m", "alembic", "upgrade", "head"],
-            cwd=REPO,
-            env={**os.environ, "AUTHZ_DATABASE_URL": database.migrator_dsn},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            check=True,
-        )
-    return database
 
 
 @dataclass
@@ -87,20 +72,19 @@ def authz_workers(
             address = f"127.0.0.1:{free_port()}"
         metrics = f"127.0.0.1:{free_port()}" if real else ""
         worker_env = {
-            **os.environ,
             **env,
-            "AUTHZ_GRPC_ADDRESS": address,
             "AUTHZ_AUDIT_JOURNAL_DIR": str(home / f"{name}-journal"),  # one dir per worker in it
             "AUTHZ_METRICS_ADDRESS": metrics,
             "AUTHZ_ADMIN_ADDRESS": "",  # several workers: the admin port is off
             "AUTHZ_LOG_LEVEL": "WARNING",
         }
-        process = ManagedProcess(
-            f"authz {name}-{index}",
-            [sys.executable, "-m", *module, *([] if real else [address])],
-            log_path=home / f"{name}-{index}.log",
-            ready=lambda a=address: health_probe.serving(a),  # type: ignore[misc]
-            env=worker_env,
+        process = authz_process(
+            address,
+            "grpc",
+            worker_env,
+            home / f"{name}-{index}.log",
+            name=f"authz {name}-{index}",
+            argv=(*module, *([] if real else [address])),
         )
         process.start()
         exits.callback(process.stop)
@@ -123,19 +107,13 @@ def shipper(
     manifest.write_text(json.dumps({"access_logs": entries}))
     health = f"127.0.0.1:{free_port()}"
     env = {
-        **os.environ,
         "AUTHZ_SHIPPER_DATABASE_URL": database.shipper_dsn,
         "AUTHZ_SHIPPER_JOURNAL_DIR": str(home / f"{name}-journal"),
         "AUTHZ_SHIPPER_ACCESS_LOG_MANIFEST": str(manifest),
-        "AUTHZ_SHIPPER_HEALTH_ADDRESS": health,
         "AUTHZ_SHIPPER_LOG_LEVEL": "WARNING",
     }
-    process = ManagedProcess(
-        f"shipper {name}",
-        [sys.executable, "-m", "authz_service", "audit", "ship"],
-        log_path=home / f"shipper-{name}.log",
-        ready=lambda: http_get(f"http://{health}/health")[0] == 200,
-        env=env,
+    process = shipper_process(
+        health, env, home / f"shipper-{name}.log", name=f"shipper {name}", healthy=True
     )
     process.start()
     exits.callback(process.stop)
@@ -227,22 +205,20 @@ def authz_http(
     address = f"127.0.0.1:{free_port()}"
     metrics_port = _free_ports(workers)
     worker_env = {
-        **os.environ,
         **env,
-        "AUTHZ_HTTP_ADDRESS": address,
-        "AUTHZ_GRPC_ADDRESS": "",
         "AUTHZ_WORKERS": str(workers),
         "AUTHZ_AUDIT_JOURNAL_DIR": str(home / f"{name}-journal"),
         "AUTHZ_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
         "AUTHZ_ADMIN_ADDRESS": "",
         "AUTHZ_LOG_LEVEL": "WARNING",
     }
-    process = ManagedProcess(
-        f"authz {name}",
-        [sys.executable, "-m", "authz_service", "serve"],
-        log_path=home / f"{name}.log",
+    process = authz_process(
+        address,
+        "http",
+        worker_env,
+        home / f"{name}.log",
+        name=f"authz {name}",
         ready=lambda: _all_workers_serve(address, metrics_port, workers),
-        env=worker_env,
     )
     process.start()
     exits.callback(process.stop)

@@ -27,9 +27,8 @@ from authz_service.audit.journal import Journal
 from authz_service.audit.record import AuditRecord
 from authz_service.shipper.run import Shipper, tune_gc
 from authz_service.shipper.settings import ShipperSettings
-from bench.processes import migrate
 from bench.procstat import cpu_seconds, tree
-from devstack.services import provision_postgres
+from devstack.launcher import LaunchSpec, launch
 
 TARGET_ROWS_PER_SECOND = 20_000
 
@@ -105,8 +104,14 @@ async def _drain(settings: ShipperSettings, rows: int, postgres_pid: int) -> dic
 async def measure(rows: int, journals: int, batch_rows: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="shipper-bench-") as scratch:
         work = Path(scratch)
-        with provision_postgres(work, fsync=True, provider="local") as pg:
-            database = migrate(pg, work)
+        only_postgres = LaunchSpec(
+            var_dir=work, build_dir=work, ports={}, components=frozenset({"postgres"}),
+            provider="local",
+        )  # fmt: skip
+        with launch(only_postgres) as launched:
+            pg, database = launched.postgres, launched.datastores.database
+            assert pg is not None
+            assert database is not None
             manifest = await _backlog(work, rows, journals)
             assert pg.pid is not None
             settings = ShipperSettings(

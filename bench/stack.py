@@ -13,9 +13,11 @@ from bench import processes
 from bench.envoy_configs import FrontSpec, render_backend, route_facts
 from bench.keys import AUDIENCE, ISSUER, BenchIssuer, new_issuer
 from bench.processes import REPO
-from devstack.ports import free_port, http_get
+from devstack.free_ports import free_port
+from devstack.launcher import Component, LaunchSpec, launch
+from devstack.probes import http_get
 from devstack.provision import Provisioned
-from devstack.services import provision_envoy, provision_opa, provision_postgres, provision_redis
+from devstack.services import provision_envoy
 
 ROUTE_ID = "orders-list"
 PATH = "/api/v1/orders"
@@ -131,23 +133,31 @@ class _Builder:
         return log, [pid]
 
     def authz(self, wanted: set[str]) -> None:
-        """(2a) and (2b): the real service, with PostgreSQL and Redis shared by both."""
-        pg = self.exits.enter_context(provision_postgres(self.workdir, provider="local"))
-        self.database = processes.migrate(pg, self.workdir)
-        redis = self.exits.enter_context(provision_redis(self.workdir, provider="local"))
-        assert pg.pid is not None
-        assert redis.pid is not None
+        """(2a), (2b), (2c): the real service, with PostgreSQL and Redis (and OPA for (2b))
+        started by devstack's launcher as `make up` starts them, shared by every variant."""
+        datastores: set[Component] = {"postgres", "redis"}
+        if "authz-opa" in wanted:
+            datastores.add("opa")
+        only_datastores = LaunchSpec(
+            var_dir=self.workdir / "datastores", build_dir=self.render_dir, ports={},
+            components=frozenset(datastores), provider="local",
+        )  # fmt: skip
+        launched = self.exits.enter_context(launch(only_datastores))
+        self.database = launched.datastores.database
+        pg, redis = launched.parts["postgres"].pid, launched.parts["redis"].pid
+        assert pg is not None
+        assert redis is not None
         issuer = {"issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": ["RS256"]}
         env = {
             "AUTHZ_RUNTIME_CONFIG": str(self.render_dir / "authz" / "runtime.json"),
             "AUTHZ_JWT_ISSUERS": json.dumps([{**issuer, "jwks_url": self.jwks_url}]),
             "AUTHZ_POLICY_DIR": str(REPO / "policies"),
-            "AUTHZ_REDIS_URL": redis.url,
+            "AUTHZ_REDIS_URL": launched.datastores.redis_url,
             # a process crash loses nothing (the page cache has it); the default of issue 14
             "AUTHZ_AUDIT_FSYNC": "off",
             **dict(self.opts.authz_env),
         }
-        shared = {"redis": [redis.pid], "postgres": [pg.pid]}
+        shared = {"redis": [redis], "postgres": [pg]}
         serve = ("authz_service", "serve")
         if "authz-embedded" in wanted:
             endpoints, pids = self.workers("embedded", env, serve)
@@ -172,16 +182,15 @@ class _Builder:
             parts = {"authz": workers.pids, "shipper": shipper, **shared}
             self.add("authz-http", title, spec, parts)
         if "authz-opa" in wanted:
-            opa = self.exits.enter_context(
-                provision_opa(self.workdir, REPO / "policies", provider="local")
-            )
-            assert opa.pid is not None
-            endpoints, pids = self.workers("opa", {**env, "AUTHZ_OPA_URL": opa.url}, serve)
+            opa = launched.parts["opa"].pid
+            assert opa is not None
+            opa_url = launched.datastores.opa_url
+            endpoints, pids = self.workers("opa", {**env, "AUTHZ_OPA_URL": opa_url}, serve)
             self.stack.authz_pids["authz-opa"] = pids
             log, shipper = self.audited("authz-opa", "opa")
             spec = self.front("authz-opa", "ext_authz", endpoints, log)
             title = "(2b) Envoy → authz_service, full pipeline, OPA server policy"
-            parts = {"authz": pids, "opa": [opa.pid], "shipper": shipper, **shared}
+            parts = {"authz": pids, "opa": [opa], "shipper": shipper, **shared}
             self.add("authz-opa", title, spec, parts)
 
     def build(self) -> None:

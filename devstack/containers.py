@@ -17,6 +17,7 @@ from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 
 from devstack.engine import require_engine
+from devstack.free_ports import LOOPBACK, free_port
 from devstack.local import REDIS_PERSISTENCE, envoy_flags
 from devstack.model import (
     EnvoyService,
@@ -25,7 +26,6 @@ from devstack.model import (
     RedisService,
     ServiceUnavailable,
 )
-from devstack.ports import LOOPBACK, free_port
 from devstack.probes import http_get, postgres_answers, redis_answers
 
 # We remove our containers ourselves (by id, in `finally`); Ryuk would need one more image.

@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 
 from devstack.accounts import service_account, traversable
+from devstack.free_ports import LOOPBACK, free_port
 from devstack.model import (
     EnvoyService,
     OpaService,
@@ -23,7 +24,6 @@ from devstack.model import (
     RedisService,
     ServiceUnavailable,
 )
-from devstack.ports import LOOPBACK, free_port
 from devstack.probes import http_get, postgres_answers, redis_answers
 from devstack.process import ManagedProcess
 from devstack.programs import find_program

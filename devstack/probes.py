@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
 import urllib.request
 
@@ -12,13 +13,14 @@ from redis.retry import Retry
 
 
 def http_get(url: str, timeout: float = 1.0) -> tuple[int, str]:
-    """GET `url` (always a loopback address here); return (status, body), (0, "") when down."""
+    """GET `url` (always a loopback address here); return (status, body), (0, "") when down
+    or when what answers is not an HTTP/1 server (e.g. a gRPC port)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
             return int(response.status), response.read().decode(errors="replace")
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode(errors="replace")
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):  # down, or not speaking HTTP/1
         return 0, ""
 
 

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings
 
 from authz_service.settings import Settings
 from authz_service.shipper.settings import ShipperSettings
-from devstack.ports import LOOPBACK, free_port
+from devstack.free_ports import LOOPBACK, free_port
 from gateway_config import GatewayConfig, load_gateway_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

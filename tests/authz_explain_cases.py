@@ -6,11 +6,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from envoy.service.auth.v3 import attribute_context_pb2 as ac
 from envoy.service.auth.v3 import external_auth_pb2 as ext
 from hypothesis import strategies as st
 
 from authz_service.devtokens import sign_dev_token
+from tests.support.check_requests import check_request as build_check_request
 
 # routes of every match kind; a trial budget small enough to run out during a test
 RUNTIME: dict[str, Any] = {
@@ -99,15 +99,12 @@ def rendered_context(route_id: str, gateway_type: str) -> dict[str, str]:
 
 
 def check_request(case: Case, route_id: str, token: str | None) -> ext.CheckRequest:
-    headers = {"x-request-id": f"req-{time.monotonic_ns()}"}
-    if token is not None:
-        headers["authorization"] = f"Bearer {token}"
-    http = ac.AttributeContext.HttpRequest(method=case.method, path=case.path, headers=headers)
-    return ext.CheckRequest(
-        attributes=ac.AttributeContext(
-            request=ac.AttributeContext.Request(http=http),
-            context_extensions=rendered_context(route_id, case.gateway_type),
-        )
+    return build_check_request(
+        method=case.method,
+        path=case.path,
+        token=token,
+        headers={"x-request-id": f"req-{time.monotonic_ns()}"},
+        context=rendered_context(route_id, case.gateway_type),
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -17,7 +16,7 @@ from psycopg.rows import dict_row
 from authz_service.audit.framing import decode_record, read_frames
 from devstack import PostgresService
 from devstack.provision import Provisioned
-from tests.e2e.conftest import GatewayStack, _start_authz, start_shipper
+from tests.e2e._gateway_stack import GatewayStack, kill_part, restart_part
 from tests.integration._audit_db import provisioned_database, superuser_dsn
 
 ROW_COLUMNS = (
@@ -47,6 +46,7 @@ class AuditDatabase:
         return {"AUTHZ_ADMIN_ADDRESS": "", **extra}
 
     def shipper_env(self, **extra: str) -> dict[str, str]:
+        """The shipper's login to this database (not the session's e2e database)."""
         return {"AUTHZ_SHIPPER_DATABASE_URL": self.provisioned.shipper_dsn, **extra}
 
 
@@ -117,7 +117,7 @@ def send_concurrently(
             if on_sent is not None:
                 on_sent(sent[-1])
             if pause or sent[-1].status in (0, 503):  # refused at once: no spinning
-                time.sleep(max(pause, 0.02))
+                time.sleep(max(pause, 0.02))  # the load's pace (behaviour), not a wait
         return sent
 
     with ThreadPoolExecutor(workers) as pool:
@@ -152,7 +152,7 @@ def wait_for_rows(
         found = rows_by_correlation(dsn, ids)
         if all(done(found.get(i, [])) for i in ids) or time.monotonic() > deadline:
             return found
-        time.sleep(0.25)
+        time.sleep(0.25)  # the poll interval of this wait on the rows
 
 
 def complete(row: Row) -> bool:
@@ -175,28 +175,20 @@ def journal_records(stack: GatewayStack, decision: str = "") -> int:
 
 def kill_authz(stack: GatewayStack) -> None:
     """SIGKILL the authz service: no shutdown, nothing flushed but what the journal has."""
-    process = stack.processes["authz"].process
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+    kill_part(stack, "authz")
 
 
 def restart_authz(stack: GatewayStack) -> None:
     """Start the authz service again with the same env (journal dir, ports)."""
-    old = stack.processes["authz"]
-    assert old.process.poll() is not None, "stop the authz service before restarting it"
-    old.log_path.rename(old.log_path.with_name(f"authz-{int(time.time() * 1000)}.log"))
-    _start_authz(stack)
+    restart_part(stack, "authz")
 
 
 def kill_shipper(stack: GatewayStack) -> None:
-    process = stack.processes["shipper"].process
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+    kill_part(stack, "shipper")
 
 
 def restart_shipper(stack: GatewayStack) -> None:
-    assert stack.processes["shipper"].process.poll() is not None
-    start_shipper(stack)
+    restart_part(stack, "shipper")
 
 
 def assert_one_row_per_hop(found: dict[str, list[Row]], sent: Iterable[Sent]) -> None:

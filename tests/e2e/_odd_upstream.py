@@ -63,7 +63,8 @@ class _Handler(socketserver.BaseRequestHandler):
         path = head.split(b" ", 2)[1].decode(errors="replace")
         name = path.split("?", 1)[0].rsplit("/", 1)[-1]
         if name == "slow":
-            time.sleep(3)  # longer than the route timeout of the odd upstream's routes
+            # the behaviour under test: longer than the odd upstream's routes' timeout
+            time.sleep(3)
             name = "ok"
         sock.sendall(REPLIES.get(name, REPLIES["garbage"]))
 

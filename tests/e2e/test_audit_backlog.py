@@ -31,6 +31,8 @@ from tests.e2e._audit_stack import (
     send_mixed,
     wait_for_rows,
 )
+from tests.e2e._gateway_stack import GatewayStack, StackOptions
+from tests.support.waiting import eventually
 
 PROBLEM = "https://gateway.example/problems/"
 
@@ -41,10 +43,7 @@ def audit_db(postgres: PostgresService) -> AuditDatabase:
 
 
 def _until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    eventually(check, timeout, what=what, ignore=())
 
 
 def _clean(audit_db: AuditDatabase) -> None:
@@ -53,8 +52,8 @@ def _clean(audit_db: AuditDatabase) -> None:
 
 
 def test_the_journal_at_its_bound_refuses_with_503_and_loses_nothing(
-    gateway_stack_factory: Callable[[Any], Any],
-    gateway_stack_types: tuple[type[Any], type[Any]],
+    gateway_stack_factory: Callable[[StackOptions], GatewayStack],
+    gateway_stack_types: tuple[type[StackOptions], type[GatewayStack]],
     audit_db: AuditDatabase,
 ) -> None:
     stack_options, _ = gateway_stack_types
@@ -130,8 +129,8 @@ def _shipper_waiting_on_the_lock(audit_db: AuditDatabase) -> bool:
 
 
 def test_sigkill_of_the_shipper_mid_batch_loses_and_duplicates_nothing(
-    gateway_stack_factory: Callable[[Any], Any],
-    gateway_stack_types: tuple[type[Any], type[Any]],
+    gateway_stack_factory: Callable[[StackOptions], GatewayStack],
+    gateway_stack_types: tuple[type[StackOptions], type[GatewayStack]],
     audit_db: AuditDatabase,
 ) -> None:
     stack_options, _ = gateway_stack_types
@@ -204,12 +203,12 @@ def _gone_after(port: int, token: str, correlation_id: str, seconds: float) -> N
             f"GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\n"
             f"x-correlation-id: {correlation_id}\r\n\r\n".encode()
         )
-        time.sleep(seconds)
+        time.sleep(seconds)  # the behaviour under test: a client that waits, then goes away
 
 
 def test_checks_that_stall_are_journaled_when_cancelled_and_when_timed_out(
-    gateway_stack_factory: Callable[[Any], Any],
-    gateway_stack_types: tuple[type[Any], type[Any]],
+    gateway_stack_factory: Callable[[StackOptions], GatewayStack],
+    gateway_stack_types: tuple[type[StackOptions], type[GatewayStack]],
     audit_db: AuditDatabase,
 ) -> None:
     """The budget stage waits on a Redis that never answers. A client that goes away makes

@@ -29,7 +29,8 @@ from tests.e2e._audit_stack import (
     send_mixed,
     wait_for_rows,
 )
-from tests.e2e.conftest import shipper_health
+from tests.e2e._gateway_stack import GatewayStack, StackOptions, shipper_health
+from tests.support.waiting import eventually
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,8 @@ def audit_db(postgres: PostgresService) -> AuditDatabase:
 
 @pytest.fixture(scope="module")
 def gateway_stack_options(
-    gateway_stack_types: tuple[type[Any], type[Any]], audit_db: AuditDatabase
-) -> Any:
+    gateway_stack_types: tuple[type[StackOptions], type[GatewayStack]], audit_db: AuditDatabase
+) -> StackOptions:
     stack_options, _ = gateway_stack_types
     return stack_options(
         authz_env=audit_db.authz_env(),
@@ -56,7 +57,9 @@ def gateway_stack_options(
 class Load:
     """Bounded concurrent senders in a thread; `answered()` is what Envoy answered so far."""
 
-    def __init__(self, stack: Any, token: str, *, entry: str, pause: float, seconds: float):
+    def __init__(
+        self, stack: GatewayStack, token: str, *, entry: str, pause: float, seconds: float
+    ):
         self.results: list[Sent] = []
         self._seen: list[Sent] = []
         self._lock = threading.Lock()
@@ -65,7 +68,9 @@ class Load:
             target=self._run, args=(stack, token, entry, pause, seconds)
         )
 
-    def _run(self, stack: Any, token: str, entry: str, pause: float, seconds: float) -> None:
+    def _run(
+        self, stack: GatewayStack, token: str, entry: str, pause: float, seconds: float
+    ) -> None:
         self.results = send_concurrently(
             stack, token, workers=4, per_worker=2000, stop=self._stop, seconds=seconds,
             pause=pause, entry=entry, on_sent=self._record,
@@ -90,10 +95,7 @@ class Load:
 
 
 def _until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    eventually(check, timeout, what=what, ignore=())
 
 
 def _all_rows(audit_db: AuditDatabase, sent: list[Sent]) -> dict[str, list[Any]]:
@@ -112,7 +114,7 @@ def _all_rows(audit_db: AuditDatabase, sent: list[Sent]) -> dict[str, list[Any]]
 
 
 def test_sigkill_of_the_authz_service_under_load_loses_no_answered_request(
-    gateway_stack: Any, audit_db: AuditDatabase
+    gateway_stack: GatewayStack, audit_db: AuditDatabase
 ) -> None:
     """Every request answered before, during and after the kill has one row per hop."""
     stack = gateway_stack
@@ -137,7 +139,7 @@ def test_sigkill_of_the_authz_service_under_load_loses_no_answered_request(
 
 
 def test_every_request_refused_while_the_authz_service_is_down_has_a_row(
-    gateway_stack: Any, audit_db: AuditDatabase
+    gateway_stack: GatewayStack, audit_db: AuditDatabase
 ) -> None:
     stack = gateway_stack
     kill_authz(stack)
@@ -161,7 +163,7 @@ def test_every_request_refused_while_the_authz_service_is_down_has_a_row(
 
 
 def test_postgres_down_for_30_seconds_under_load_every_row_arrives_once(
-    gateway_stack: Any, audit_db: AuditDatabase, postgres: PostgresService
+    gateway_stack: GatewayStack, audit_db: AuditDatabase, postgres: PostgresService
 ) -> None:
     stack = gateway_stack
     token = stack.sign_token(sub="audit-outage", customer_id="cust-outage")
@@ -191,7 +193,9 @@ def test_postgres_down_for_30_seconds_under_load_every_row_arrives_once(
     )  # fmt: skip
 
 
-def test_the_trail_verifies_after_the_faults(gateway_stack: Any, audit_db: AuditDatabase) -> None:
+def test_the_trail_verifies_after_the_faults(
+    gateway_stack: GatewayStack, audit_db: AuditDatabase
+) -> None:
     """Nothing above left a gap, an edit or a stray row in any chain."""
     report = asyncio.run(verify(audit_db.reader_dsn))
     assert report.findings == []

@@ -6,9 +6,9 @@ import asyncio
 import http.client
 import json
 import socket
-import time
 import uuid
-from typing import Any
+from functools import partial
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -25,7 +25,8 @@ from tests.e2e._audit_stack import (
     rows_by_correlation,
     wait_for_rows,
 )
-from tests.e2e.conftest import send
+from tests.e2e._gateway_stack import GatewayStack, StackOptions, send
+from tests.support.waiting import eventually
 
 CLIENT = "127.0.0.2"  # a client address of its own: the hops connect from 127.0.0.1
 
@@ -37,8 +38,8 @@ def audit_db(postgres: PostgresService) -> AuditDatabase:
 
 @pytest.fixture(scope="module")
 def gateway_stack_options(
-    gateway_stack_types: tuple[type[Any], type[Any]], audit_db: AuditDatabase
-) -> Any:
+    gateway_stack_types: tuple[type[StackOptions], type[GatewayStack]], audit_db: AuditDatabase
+) -> StackOptions:
     stack_options, _ = gateway_stack_types
     return stack_options(
         authz_env=audit_db.authz_env(),
@@ -59,7 +60,7 @@ def _only_row(audit_db: AuditDatabase, correlation_id: str) -> Row:
 
 
 def test_allowed_request_has_one_row_with_the_backends_status(
-    gateway_stack: Any, audit_db: AuditDatabase
+    gateway_stack: GatewayStack, audit_db: AuditDatabase
 ) -> None:
     mine = str(uuid.uuid4())
     token = gateway_stack.sign_token(sub="audit-allow", customer_id="cust-audit")
@@ -78,7 +79,9 @@ def test_allowed_request_has_one_row_with_the_backends_status(
     assert row["access_log_id"], "so is Envoy's completion"
 
 
-def test_denied_request_has_one_deny_row(gateway_stack: Any, audit_db: AuditDatabase) -> None:
+def test_denied_request_has_one_deny_row(
+    gateway_stack: GatewayStack, audit_db: AuditDatabase
+) -> None:
     mine = str(uuid.uuid4())
     reply = gateway_stack.request(
         "plant", "GET", "/api/v1/orders", headers={"x-correlation-id": mine}
@@ -97,7 +100,7 @@ def test_denied_request_has_one_deny_row(gateway_stack: Any, audit_db: AuditData
 
 
 def test_allowed_request_failing_upstream_keeps_both_statuses(
-    gateway_stack: Any, audit_db: AuditDatabase
+    gateway_stack: GatewayStack, audit_db: AuditDatabase
 ) -> None:
     """authz allowed it (200) but Envoy answered 504: the row says both."""
     mine = str(uuid.uuid4())
@@ -113,7 +116,7 @@ def test_allowed_request_failing_upstream_keeps_both_statuses(
 
 
 def test_request_through_cp_has_one_row_per_hop_linked_by_causation(
-    gateway_stack: Any, audit_db: AuditDatabase
+    gateway_stack: GatewayStack, audit_db: AuditDatabase
 ) -> None:
     mine = str(uuid.uuid4())
     token = gateway_stack.sign_token(sub="audit-cp", roles=("customer",))
@@ -143,7 +146,7 @@ def test_request_through_cp_has_one_row_per_hop_linked_by_causation(
 
 
 def test_each_hops_row_records_the_clients_address_not_the_hops(
-    gateway_stack: Any, audit_db: AuditDatabase
+    gateway_stack: GatewayStack, audit_db: AuditDatabase
 ) -> None:
     """PLANT's internal listener trusts the one x-forwarded-for entry CP appended: the client
     (127.0.0.2 here) is in PLANT's row, in both halves, not CP's own address (127.0.0.1)."""
@@ -190,7 +193,7 @@ def _raw(port: int, request: bytes) -> tuple[int, bytes]:
      ("headers too large", 431, "/api/v1/orders")],
 )  # fmt: skip
 def test_envoys_own_refusals_have_a_row_with_the_id_the_client_saw(
-    gateway_stack: Any, audit_db: AuditDatabase, case: str, status: int, path: str
+    gateway_stack: GatewayStack, audit_db: AuditDatabase, case: str, status: int, path: str
 ) -> None:
     """Answered by Envoy before (or without) the authz service: its access log has the row,
     and the problem+json body's correlation id is the one the row carries."""
@@ -214,7 +217,9 @@ def test_envoys_own_refusals_have_a_row_with_the_id_the_client_saw(
         assert (row["route_id"], row["path"], row["method"]) == ("no-route", "/nowhere", "GET")
 
 
-def test_readiness_probes_leave_no_row(gateway_stack: Any, audit_db: AuditDatabase) -> None:
+def test_readiness_probes_leave_no_row(
+    gateway_stack: GatewayStack, audit_db: AuditDatabase
+) -> None:
     marker = str(uuid.uuid4())
     assert send(gateway_stack.port("plant"), "GET", "/ready",
                 headers={"x-correlation-id": marker}).status == 200  # fmt: skip
@@ -225,7 +230,7 @@ def test_readiness_probes_leave_no_row(gateway_stack: Any, audit_db: AuditDataba
     assert rows_by_correlation(audit_db.reader_dsn, [marker]) == {}
 
 
-def test_no_second_row_appears_later(gateway_stack: Any, audit_db: AuditDatabase) -> None:
+def test_no_second_row_appears_later(gateway_stack: GatewayStack, audit_db: AuditDatabase) -> None:
     """Decision and completion land in the same row whatever order they arrive in."""
     token = gateway_stack.sign_token()
     ids = [str(uuid.uuid4()) for _ in range(20)]
@@ -240,12 +245,18 @@ def test_no_second_row_appears_later(gateway_stack: Any, audit_db: AuditDatabase
         assert reply.status == (200 if index % 2 else 401)
     found = wait_for_rows(audit_db.reader_dsn, ids, one_complete_row)
     assert all(one_complete_row(found.get(i, [])) for i in ids), found
-    time.sleep(1.0)  # past Envoy's file flush and the shipper's poll: no stray row
+    # a later request's complete row: Envoy's log and the journal are shipped past all of them
+    marker = str(uuid.uuid4())
+    reply = gateway_stack.request("plant", "GET", "/api/v1/orders", token=token,
+                                  headers={"x-correlation-id": marker})  # fmt: skip
+    assert reply.status == 200
+    latest = wait_for_rows(audit_db.reader_dsn, [marker], one_complete_row)
+    assert one_complete_row(latest.get(marker, [])), latest
     again = rows_by_correlation(audit_db.reader_dsn, ids)
     assert {i: len(rows) for i, rows in again.items()} == dict.fromkeys(ids, 1)
 
 
-def _generation(audit_db: AuditDatabase, log: Any) -> int:
+def _generation(audit_db: AuditDatabase, log: Path) -> int:
     """The access log's committed generation (1: never rotated yet)."""
     with psycopg.connect(audit_db.reader_dsn) as conn:
         state = conn.execute(
@@ -256,8 +267,12 @@ def _generation(audit_db: AuditDatabase, log: Any) -> int:
     return int(state[0]) if state else 1
 
 
+def _rotated_past(audit_db: AuditDatabase, log: Path, generation: int) -> bool:
+    return _generation(audit_db, log) > generation
+
+
 def test_access_logs_rotate_without_losing_a_line(
-    gateway_stack: Any, audit_db: AuditDatabase
+    gateway_stack: GatewayStack, audit_db: AuditDatabase
 ) -> None:
     """The shipper renames a log it shipped past 4 KiB and asks Envoy to reopen it (POST
     /reopen_logs); the old file is read to its end and removed: every request still has its
@@ -274,10 +289,8 @@ def test_access_logs_rotate_without_losing_a_line(
             assert reply.status == 200
         found = wait_for_rows(audit_db.reader_dsn, ids, one_complete_row)
         assert all(one_complete_row(found.get(i, [])) for i in ids), found
-        deadline = time.monotonic() + WAIT_FOR_ROWS_S
-        while _generation(audit_db, live) <= generation:
-            assert time.monotonic() < deadline, "the log was not rotated (or not reopened)"
-            time.sleep(0.1)
+        eventually(partial(_rotated_past, audit_db, live, generation), WAIT_FOR_ROWS_S,
+                   what="the log rotated and reopened", ignore=())  # fmt: skip
         generation = _generation(audit_db, live)
         assert live.exists(), "the next generation is Envoy's reopened file"
     left = sorted(p.name for p in gateway_stack.access_log_dir.glob("plant.log.*"))

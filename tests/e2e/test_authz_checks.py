@@ -1,8 +1,9 @@
 """Through the real Envoys with the rendered configs: the original stack's validation list.
 
-The authz service runs as `make up` runs it (embedded regopy, in-process ledger), trusting the
-harness's HS256 issuer plus an RS256 issuer (static PEM) and an inline-JWKS issuer for the
-key-confusion and unknown-kid cases.
+The authz service runs as `make up` runs it (the real OPA, budgets in Redis, the audit shipper
+into PostgreSQL), on the default stack: it trusts tests/support's HS256 issuer plus an RS256
+issuer (static PEM) and an inline-JWKS issuer for the key-confusion and unknown-kid cases, and
+gives cust-tight a budget of 2 a day.
 """
 
 from __future__ import annotations
@@ -16,44 +17,13 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
 
-# the harness's test issuer (tests/e2e/conftest.py); repeated here because this module
-# replaces AUTHZ_JWT_ISSUERS to add the RS256 issuers
-HS_ISSUER, AUDIENCE = "https://issuer.test", "gateway"
-HS_SECRET = "e2e-test-secret-that-is-at-least-32-characters"
-RS_ISSUER, JWKS_ISSUER = "https://rs.issuer.test", "https://jwks.issuer.test"
-_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-PRIVATE_PEM = _KEY.private_bytes(
-    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-)
-PUBLIC_PEM = (
-    _KEY.public_key()
-    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    .decode()
-)
-JWK = {**RSAAlgorithm.to_jwk(_KEY.public_key(), as_dict=True), "kid": "k1", "alg": "RS256"}
+from tests.e2e._gateway_stack import GatewayStack, Reply
+from tests.support.issuers import AUDIENCE, ISSUER, JWKS_ISSUER, RS_ISSUER, SECRET, rsa_key
+
+HS_ISSUER, HS_SECRET = ISSUER, SECRET
+PRIVATE_PEM, PUBLIC_PEM = rsa_key().private_pem, rsa_key().public_pem
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture(scope="module")
-def gateway_stack_options(gateway_stack_types: tuple[type[Any], type[Any]]) -> Any:
-    stack_options, _ = gateway_stack_types
-
-    def issuer(name: str, algorithm: str, **key: Any) -> dict[str, Any]:
-        return {"issuer": name, "audiences": [AUDIENCE], "algorithms": [algorithm], **key}
-
-    issuers = [
-        issuer(HS_ISSUER, "HS256", hs256_secret=HS_SECRET),
-        issuer(RS_ISSUER, "RS256", public_key_pem=PUBLIC_PEM),
-        issuer(JWKS_ISSUER, "RS256", jwks={"keys": [JWK]}),
-    ]
-    overrides = {"budgets": {"overrides": {"customers": {"cust-tight": {"api_calls": {"day": 2}}}}}}
-    return stack_options(
-        authz_env={"AUTHZ_JWT_ISSUERS": json.dumps(issuers)}, config_overrides=overrides
-    )
 
 
 def _claims(**overrides: Any) -> dict[str, Any]:
@@ -83,7 +53,7 @@ def _hs256_with_public_key() -> str:
     return f"{header}.{payload}.{_b64(mac)}"
 
 
-def _assert_problem(reply: Any, status: int, code: str, stage: str) -> dict[str, Any]:
+def _assert_problem(reply: Reply, status: int, code: str, stage: str) -> dict[str, Any]:
     assert reply.status == status, reply.body[:500]
     assert reply.content_type == PROBLEM
     body: dict[str, Any] = reply.json()
@@ -98,14 +68,14 @@ def _assert_problem(reply: Any, status: int, code: str, stage: str) -> dict[str,
 
 
 @pytest.mark.parametrize("entry", ["cp", "pp", "plant"])
-def test_missing_jwt_is_401(gateway_stack: Any, entry: str) -> None:
+def test_missing_jwt_is_401(gateway_stack: GatewayStack, entry: str) -> None:
     reply = gateway_stack.request(entry, "GET", "/api/v1/orders")
     body = _assert_problem(reply, 401, "token_missing", "authenticate")
     assert reply.headers["www-authenticate"] == 'Bearer realm="gateway"'
     assert reply.headers["x-correlation-id"] == body["correlation_id"]
 
 
-def test_allowed_request_reaches_the_backend_with_identity(gateway_stack: Any) -> None:
+def test_allowed_request_reaches_the_backend_with_identity(gateway_stack: GatewayStack) -> None:
     token = gateway_stack.sign_token(sub="user-1", roles=("customer",), customer_id="cust-1")
     correlation = "7f0c3d4e-1a2b-4c5d-8e9f-0a1b2c3d4e5f"
     reply = gateway_stack.request(
@@ -124,7 +94,7 @@ def test_allowed_request_reaches_the_backend_with_identity(gateway_stack: Any) -
     assert seen["x-authz-decision-id"]
 
 
-def test_spoofed_identity_headers_are_replaced(gateway_stack: Any) -> None:
+def test_spoofed_identity_headers_are_replaced(gateway_stack: GatewayStack) -> None:
     token = gateway_stack.sign_token(sub="user-1", roles=("customer",), customer_id="cust-1")
     spoof = {
         "x-user-id": "admin",
@@ -151,7 +121,7 @@ def test_spoofed_identity_headers_are_replaced(gateway_stack: Any) -> None:
     )
 
 
-def test_rbac_denial_names_the_permission(gateway_stack: Any) -> None:
+def test_rbac_denial_names_the_permission(gateway_stack: GatewayStack) -> None:
     token = gateway_stack.sign_token(roles=("viewer",))
     reply = gateway_stack.request("cp", "POST", "/api/v1/orders", token=token, body=b"{}")
     body = _assert_problem(reply, 403, "permission_denied", "authorize")
@@ -159,7 +129,7 @@ def test_rbac_denial_names_the_permission(gateway_stack: Any) -> None:
     assert "orders:write" in body["detail"]
 
 
-def test_ended_trial_is_403(gateway_stack: Any) -> None:
+def test_ended_trial_is_403(gateway_stack: GatewayStack) -> None:
     token = gateway_stack.sign_token(
         plan="trial", trial_mode=True, trial_ends_at=int(time.time()) - 60
     )
@@ -167,7 +137,7 @@ def test_ended_trial_is_403(gateway_stack: Any) -> None:
     _assert_problem(reply, 403, "trial_expired", "policy")
 
 
-def test_trial_on_paid_only_route_is_403(gateway_stack: Any) -> None:
+def test_trial_on_paid_only_route_is_403(gateway_stack: GatewayStack) -> None:
     token = gateway_stack.sign_token(
         roles=("customer_admin",),
         plan="trial",
@@ -178,7 +148,7 @@ def test_trial_on_paid_only_route_is_403(gateway_stack: Any) -> None:
     _assert_problem(reply, 403, "paid_only", "policy")
 
 
-def test_budget_exhausted_is_402_with_retry_after(gateway_stack: Any) -> None:
+def test_budget_exhausted_is_402_with_retry_after(gateway_stack: GatewayStack) -> None:
     token = gateway_stack.sign_token(sub="tight-user", customer_id="cust-tight")
     statuses = [
         gateway_stack.request("plant", "GET", "/api/v1/orders", token=token).status
@@ -226,7 +196,9 @@ BAD_TOKENS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_TOKENS))
-def test_bad_tokens_are_401_and_never_reach_the_backend(gateway_stack: Any, case: str) -> None:
+def test_bad_tokens_are_401_and_never_reach_the_backend(
+    gateway_stack: GatewayStack, case: str
+) -> None:
     token, code = BAD_TOKENS[case]
     reply = gateway_stack.request("cp", "GET", "/api/v1/orders", token=token)
     _assert_problem(reply, 401, code, "authenticate")
@@ -235,13 +207,13 @@ def test_bad_tokens_are_401_and_never_reach_the_backend(gateway_stack: Any, case
     assert "BEGIN" not in reply.body.decode()
 
 
-def test_rs256_and_jwks_issuers_are_accepted(gateway_stack: Any) -> None:
+def test_rs256_and_jwks_issuers_are_accepted(gateway_stack: GatewayStack) -> None:
     for issuer, headers in ((RS_ISSUER, None), (JWKS_ISSUER, {"kid": "k1"})):
         token = jwt.encode(_claims(iss=issuer), PRIVATE_PEM, algorithm="RS256", headers=headers)
         assert gateway_stack.request("cp", "GET", "/api/v1/orders", token=token).status == 200
 
 
-def test_huge_header_is_refused_by_envoy(gateway_stack: Any) -> None:
+def test_huge_header_is_refused_by_envoy(gateway_stack: GatewayStack) -> None:
     reply = gateway_stack.request("cp", "GET", "/api/v1/orders", token="x" * 70_000)
     assert reply.status == 431
     assert b"resource" not in reply.body

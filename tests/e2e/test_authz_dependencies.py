@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
 
 import pytest
 
-from devstack import OpaService, RedisService
+from devstack import OpaService
+from tests.e2e._gateway_stack import GatewayStack, StackOptions
 
 
 @pytest.fixture(scope="module")
 def gateway_stack_options(
-    gateway_stack_types: tuple[type[Any], type[Any]],
-    redis_service: RedisService,
-    opa_service: OpaService,
-    authz_transport: str,
-) -> Any:
+    gateway_stack_types: tuple[type[StackOptions], type[GatewayStack]], authz_transport: str
+) -> StackOptions:
+    """The real OPA and Redis of every stack; no policy cache, so OPA's stop shows at once."""
     stack_options, _ = gateway_stack_types
     return stack_options(
-        authz_env={
-            "AUTHZ_REDIS_URL": redis_service.url,
-            "AUTHZ_OPA_URL": opa_service.url,
-            "AUTHZ_POLICY_CACHE_SECONDS": "0",
-        },
+        authz_env={"AUTHZ_POLICY_CACHE_SECONDS": "0"},
         config_overrides={
             # one customer per transport: both runs share the session's Redis
             "budgets": {
@@ -36,7 +30,9 @@ def gateway_stack_options(
     )
 
 
-def test_budget_in_redis_is_402_when_used_up(gateway_stack: Any, authz_transport: str) -> None:
+def test_budget_in_redis_is_402_when_used_up(
+    gateway_stack: GatewayStack, authz_transport: str
+) -> None:
     customer = f"cust-redis-{authz_transport}"
     token = gateway_stack.sign_token(sub=f"u-{uuid.uuid4().hex[:6]}", customer_id=customer)
     remaining = []
@@ -53,7 +49,7 @@ def test_budget_in_redis_is_402_when_used_up(gateway_stack: Any, authz_transport
     assert int(reply.headers["retry-after"]) > 0
 
 
-def test_trial_expiry_decided_by_opa(gateway_stack: Any) -> None:
+def test_trial_expiry_decided_by_opa(gateway_stack: GatewayStack) -> None:
     token = gateway_stack.sign_token(
         plan="trial", trial_mode=True, trial_ends_at=int(time.time()) - 1
     )
@@ -70,7 +66,7 @@ def test_trial_expiry_decided_by_opa(gateway_stack: Any) -> None:
     assert (reply.status, reply.json()["code"]) == (403, "trial_expired")
 
 
-def test_opa_stopped_is_503_problem(gateway_stack: Any, opa_service: OpaService) -> None:
+def test_opa_stopped_is_503_problem(gateway_stack: GatewayStack, opa_service: OpaService) -> None:
     token = gateway_stack.sign_token()
     assert (
         gateway_stack.request("cp", "POST", "/api/v1/orders", token=token, body=b"{}").status == 200

@@ -3,12 +3,11 @@ the client's. A client naming the facts header (or any x-authz-* header) changes
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from gateway_contract.headers import PEER_HEADER, ROUTE_FACTS_HEADER
 from gateway_contract.route_facts import RouteFacts
+from tests.e2e._gateway_stack import GatewayStack
 
 # what a client would claim to reach the admin route with a customer's token
 FORGED_FACTS = RouteFacts(
@@ -17,7 +16,9 @@ FORGED_FACTS = RouteFacts(
 
 
 @pytest.mark.parametrize("entry", ["plant", "pp"])
-def test_forged_route_facts_do_not_change_the_decision(gateway_stack: Any, entry: str) -> None:
+def test_forged_route_facts_do_not_change_the_decision(
+    gateway_stack: GatewayStack, entry: str
+) -> None:
     customer = gateway_stack.sign_token(roles=("customer",))
     forged = {ROUTE_FACTS_HEADER: FORGED_FACTS, PEER_HEADER: "203.0.113.250"}
     reply = gateway_stack.request(
@@ -29,7 +30,7 @@ def test_forged_route_facts_do_not_change_the_decision(gateway_stack: Any, entry
     assert reply.headers["x-correlation-id"] == reply.json()["correlation_id"]
 
 
-def test_only_identity_headers_of_the_answer_reach_the_backend(gateway_stack: Any) -> None:
+def test_only_identity_headers_of_the_answer_reach_the_backend(gateway_stack: GatewayStack) -> None:
     """The decision header (for Envoy's access log) and Envoy's own check headers stay
     between Envoy and the service."""
     token = gateway_stack.sign_token(roles=("customer",))

@@ -1,6 +1,7 @@
 """Through the real Envoy: shadowed stages record but never deny; a reload under load loses nothing.
 
-Shadow: the stack runs with the real OPA and Redis and `shadow: {authorize, policy}` globally.
+Shadow: the stack runs (as every stack) with the real OPA and Redis, and
+`shadow: {authorize, policy}` globally.
 Reload: a role gains a permission in the gateway config, which is re-rendered and reloaded
 (admin Reload) while requests keep flowing; every request gets the old or the new decision.
 """
@@ -19,8 +20,7 @@ import grpc
 from authz_service._proto.gateway.admin.v1 import admin_pb2 as pb
 from authz_service._proto.gateway.admin.v1 import admin_pb2_grpc as pb_grpc
 from authz_service.audit.framing import decode_record, read_frames
-from devstack import OpaService, RedisService
-from tests.e2e.conftest import GatewayStack, StackOptions, wait_until
+from tests.e2e._gateway_stack import GatewayStack, StackOptions, wait_until
 
 LOAD_WORKERS = 3
 MAX_REQUESTS = 1500  # bounded: the loop ends after this many even if the reload never lands
@@ -48,12 +48,9 @@ def _journaled_shadow_denials(journals: Path) -> list[list[str]]:
 
 def test_shadowed_stages_record_but_never_deny(
     gateway_stack_factory: Callable[[StackOptions], GatewayStack],
-    redis_service: RedisService,
-    opa_service: OpaService,
 ) -> None:
     stack = gateway_stack_factory(
         StackOptions(
-            authz_env={"AUTHZ_OPA_URL": opa_service.url, "AUTHZ_REDIS_URL": redis_service.url},
             config_overrides={"shadow": {"authorize": "shadow", "policy": "shadow"}},
             entry_points=("plant",),
         )
@@ -91,11 +88,13 @@ def test_shadowed_stages_record_but_never_deny(
     )
 
 
-def _load(stack: GatewayStack, token: str, stop: threading.Event, out: list[Any]) -> None:
+def _load(
+    stack: GatewayStack, token: str, stop: threading.Event, out: list[tuple[float, int | str]]
+) -> None:
     while not stop.is_set() and len(out) < MAX_REQUESTS:
         started = time.monotonic()
         try:
-            status: Any = stack.request("plant", "POST", "/api/v1/orders", token=token).status
+            status: int | str = stack.request("plant", "POST", "/api/v1/orders", token=token).status
         except OSError as error:
             status = repr(error)
         out.append((started, status))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -11,12 +10,14 @@ from typing import Any
 import pytest
 
 from gateway_contract.headers import IDENTITY_HEADERS
+from tests.e2e._gateway_stack import GatewayStack, Reply
+from tests.support.waiting import eventually
 
 ENTRIES = ("plant", "cp", "pp")
 PROBLEM_JSON = "application/problem+json"
 
 
-def _echoed(reply: Any) -> dict[str, str]:
+def _echoed(reply: Reply) -> dict[str, str]:
     """The request headers the backend received, lower-cased."""
     assert reply.status == 200, reply.body[:500]
     return {k.lower(): v for k, v in reply.json()["headers"].items()}
@@ -34,7 +35,7 @@ def _is_uuid(value: str) -> bool:
 
 
 @pytest.mark.parametrize("entry", ["plant", "cp"])
-def test_customer_lists_orders_on_plant_and_cp(gateway_stack: Any, entry: str) -> None:
+def test_customer_lists_orders_on_plant_and_cp(gateway_stack: GatewayStack, entry: str) -> None:
     token = gateway_stack.sign_token(roles=("customer",))
     reply = gateway_stack.request(entry, "GET", "/api/v1/orders?page=2", token=token)
     assert reply.status == 200
@@ -43,7 +44,7 @@ def test_customer_lists_orders_on_plant_and_cp(gateway_stack: Any, entry: str) -
     assert body["query"] == "page=2"
 
 
-def test_each_entry_point_applies_its_own_rbac_table(gateway_stack: Any) -> None:
+def test_each_entry_point_applies_its_own_rbac_table(gateway_stack: GatewayStack) -> None:
     customer = gateway_stack.sign_token(roles=("customer",))
     denied = gateway_stack.request("pp", "GET", "/api/v1/orders", token=customer)
     assert denied.status == 403
@@ -52,7 +53,7 @@ def test_each_entry_point_applies_its_own_rbac_table(gateway_stack: Any) -> None
     assert gateway_stack.request("pp", "GET", "/api/v1/orders", token=support).status == 200
 
 
-def test_admin_route_exists_only_where_configured(gateway_stack: Any) -> None:
+def test_admin_route_exists_only_where_configured(gateway_stack: GatewayStack) -> None:
     admin = gateway_stack.sign_token(sub="root", roles=("admin",), customer_id=None)
     for entry in ("plant", "pp"):
         reply = gateway_stack.request(entry, "GET", "/api/v1/admin/users", token=admin)
@@ -63,7 +64,7 @@ def test_admin_route_exists_only_where_configured(gateway_stack: Any) -> None:
     assert not_on_cp.content_type == PROBLEM_JSON
 
 
-def test_method_is_part_of_the_route(gateway_stack: Any) -> None:
+def test_method_is_part_of_the_route(gateway_stack: GatewayStack) -> None:
     viewer = gateway_stack.sign_token(roles=("viewer",))
     assert gateway_stack.request("plant", "GET", "/api/v1/orders", token=viewer).status == 200
     write = gateway_stack.request("plant", "POST", "/api/v1/orders", token=viewer, body=b"{}")
@@ -72,7 +73,7 @@ def test_method_is_part_of_the_route(gateway_stack: Any) -> None:
     assert gateway_stack.request("plant", "DELETE", "/api/v1/orders", token=viewer).status == 404
 
 
-def test_prefix_routes_match_whole_segments_only(gateway_stack: Any) -> None:
+def test_prefix_routes_match_whole_segments_only(gateway_stack: GatewayStack) -> None:
     token = gateway_stack.sign_token(roles=("customer",))
     assert gateway_stack.request("plant", "GET", "/api/v1/orders/7", token=token).status == 200
     assert gateway_stack.request("plant", "GET", "/api/v1/ordersx", token=token).status == 404
@@ -82,7 +83,7 @@ def test_prefix_routes_match_whole_segments_only(gateway_stack: Any) -> None:
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
-def test_public_routes_need_no_token(gateway_stack: Any, entry: str) -> None:
+def test_public_routes_need_no_token(gateway_stack: GatewayStack, entry: str) -> None:
     health = gateway_stack.request(entry, "GET", "/health")
     assert health.status == 200
     assert health.json()["status"] == "ok"
@@ -106,7 +107,9 @@ def _spoofed() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
-def test_spoofed_identity_headers_never_reach_the_backend(gateway_stack: Any, entry: str) -> None:
+def test_spoofed_identity_headers_never_reach_the_backend(
+    gateway_stack: GatewayStack, entry: str
+) -> None:
     echoed = _echoed(gateway_stack.request(entry, "GET", "/api/v1/status", headers=_spoofed()))
     leaked = {k: v for k, v in echoed.items() if v == "spoofed"}
     assert leaked == {}
@@ -115,7 +118,9 @@ def test_spoofed_identity_headers_never_reach_the_backend(gateway_stack: Any, en
 
 
 @pytest.mark.parametrize("entry", ["plant", "cp"])
-def test_identity_headers_come_from_the_authz_service(gateway_stack: Any, entry: str) -> None:
+def test_identity_headers_come_from_the_authz_service(
+    gateway_stack: GatewayStack, entry: str
+) -> None:
     token = gateway_stack.sign_token(sub="alice", roles=("customer",), customer_id="cust-7")
     reply = gateway_stack.request(entry, "GET", "/api/v1/me", token=token, headers=_spoofed())
     echoed = _echoed(reply)
@@ -138,7 +143,7 @@ def test_identity_headers_come_from_the_authz_service(gateway_stack: Any, entry:
         "/api//v1///admin/users",
     ],
 )
-def test_path_tricks_land_on_the_normalized_route(gateway_stack: Any, path: str) -> None:
+def test_path_tricks_land_on_the_normalized_route(gateway_stack: GatewayStack, path: str) -> None:
     customer = gateway_stack.sign_token(roles=("customer",))
     reply = gateway_stack.request("plant", "GET", path, token=customer)
     assert reply.status == 403, reply.body[:300]  # the admin route's rule applied
@@ -151,7 +156,7 @@ def test_path_tricks_land_on_the_normalized_route(gateway_stack: Any, path: str)
 @pytest.mark.parametrize(
     "path", ["/api/v1/orders%2F..%2Fadmin", "/api/v1%2Fadmin", "/api/v1/orders/..%5Cadmin"]
 )
-def test_escaped_slashes_are_rejected(gateway_stack: Any, path: str) -> None:
+def test_escaped_slashes_are_rejected(gateway_stack: GatewayStack, path: str) -> None:
     admin = gateway_stack.sign_token(sub="root", roles=("admin",), customer_id=None)
     reply = gateway_stack.request("plant", "GET", path, token=admin)
     assert reply.status == 400
@@ -159,7 +164,7 @@ def test_escaped_slashes_are_rejected(gateway_stack: Any, path: str) -> None:
     assert reply.json()["type"].endswith("/bad_request")
 
 
-def test_path_tricks_cannot_reach_a_route_missing_on_cp(gateway_stack: Any) -> None:
+def test_path_tricks_cannot_reach_a_route_missing_on_cp(gateway_stack: GatewayStack) -> None:
     admin = gateway_stack.sign_token(sub="root", roles=("admin",), customer_id=None)
     for path in ("/api/v1//admin", "/api/v1/orders/../admin"):
         assert gateway_stack.request("cp", "GET", path, token=admin).status == 404
@@ -168,7 +173,7 @@ def test_path_tricks_cannot_reach_a_route_missing_on_cp(gateway_stack: Any) -> N
 # --- request ids and chaining ---------------------------------------------------------------
 
 
-def test_client_correlation_id_is_kept_when_it_is_a_uuid(gateway_stack: Any) -> None:
+def test_client_correlation_id_is_kept_when_it_is_a_uuid(gateway_stack: GatewayStack) -> None:
     mine = str(uuid.uuid4())
     token = gateway_stack.sign_token(roles=("customer",))
     reply = gateway_stack.request(
@@ -180,7 +185,7 @@ def test_client_correlation_id_is_kept_when_it_is_a_uuid(gateway_stack: Any) -> 
     assert _is_uuid(echoed["x-request-id"])
 
 
-def test_non_uuid_correlation_id_is_replaced(gateway_stack: Any) -> None:
+def test_non_uuid_correlation_id_is_replaced(gateway_stack: GatewayStack) -> None:
     reply = gateway_stack.request(
         "plant", "GET", "/api/v1/status", headers={"x-correlation-id": "'; drop table"}
     )
@@ -189,7 +194,7 @@ def test_non_uuid_correlation_id_is_replaced(gateway_stack: Any) -> None:
     assert echoed["x-correlation-id"] == reply.headers["x-request-id"]
 
 
-def test_correlation_id_is_visible_to_ext_authz(gateway_stack: Any) -> None:
+def test_correlation_id_is_visible_to_ext_authz(gateway_stack: GatewayStack) -> None:
     mine = str(uuid.uuid4())
     denied = gateway_stack.request("plant", "GET", "/api/v1/me", headers={"x-correlation-id": mine})
     assert denied.status == 401
@@ -197,7 +202,9 @@ def test_correlation_id_is_visible_to_ext_authz(gateway_stack: Any) -> None:
 
 
 @pytest.mark.parametrize("entry", ["cp", "pp"])
-def test_cp_and_pp_chain_through_plant_with_causation_ids(gateway_stack: Any, entry: str) -> None:
+def test_cp_and_pp_chain_through_plant_with_causation_ids(
+    gateway_stack: GatewayStack, entry: str
+) -> None:
     mine = str(uuid.uuid4())
     token = gateway_stack.sign_token(sub="root", roles=("admin",), customer_id=None)
     if entry == "cp":
@@ -218,7 +225,7 @@ def test_cp_and_pp_chain_through_plant_with_causation_ids(gateway_stack: Any, en
     assert echoed["x-correlation-id"] == mine
 
 
-def test_direct_plant_request_has_no_forged_causation(gateway_stack: Any) -> None:
+def test_direct_plant_request_has_no_forged_causation(gateway_stack: GatewayStack) -> None:
     echoed = _echoed(
         gateway_stack.request("plant", "GET", "/api/v1/status", headers={"x-causation-id": "x"})
     )
@@ -228,7 +235,7 @@ def test_direct_plant_request_has_no_forged_causation(gateway_stack: Any) -> Non
 # --- Envoy's own errors as problem+json ------------------------------------------------------
 
 
-def _assert_problem(reply: Any, status: int, code: str) -> dict[str, Any]:
+def _assert_problem(reply: Reply, status: int, code: str) -> dict[str, Any]:
     assert reply.status == status, reply.body[:500]
     assert reply.content_type == PROBLEM_JSON
     problem: dict[str, Any] = reply.json()
@@ -238,7 +245,7 @@ def _assert_problem(reply: Any, status: int, code: str) -> dict[str, Any]:
     return problem
 
 
-def test_unknown_path_is_a_404_problem_with_the_correlation_id(gateway_stack: Any) -> None:
+def test_unknown_path_is_a_404_problem_with_the_correlation_id(gateway_stack: GatewayStack) -> None:
     mine = str(uuid.uuid4())
     reply = gateway_stack.request("cp", "GET", "/nowhere", headers={"x-correlation-id": mine})
     problem = _assert_problem(reply, 404, "not_found")
@@ -246,7 +253,7 @@ def test_unknown_path_is_a_404_problem_with_the_correlation_id(gateway_stack: An
     assert problem["instance"] == "/nowhere"
 
 
-def test_upstream_timeout_is_a_504_problem(gateway_stack: Any) -> None:
+def test_upstream_timeout_is_a_504_problem(gateway_stack: GatewayStack) -> None:
     token = gateway_stack.sign_token(roles=("viewer",))
     reply = gateway_stack.request("plant", "GET", "/api/v1/slow?ms=3000", token=token)
     _assert_problem(reply, 504, "upstream_timeout")
@@ -254,7 +261,7 @@ def test_upstream_timeout_is_a_504_problem(gateway_stack: Any) -> None:
     assert fast.status == 200
 
 
-def test_large_bodies_only_where_configured(gateway_stack: Any) -> None:
+def test_large_bodies_only_where_configured(gateway_stack: GatewayStack) -> None:
     token = gateway_stack.sign_token(roles=("customer",))
     two_mib = b"x" * (2 * 1_048_576)
     too_large = gateway_stack.request("plant", "POST", "/api/v1/orders", token=token, body=two_mib)
@@ -264,12 +271,12 @@ def test_large_bodies_only_where_configured(gateway_stack: Any) -> None:
     assert upload.json()["body_bytes"] == len(two_mib)
 
 
-def test_oversized_headers_are_a_431_problem(gateway_stack: Any) -> None:
+def test_oversized_headers_are_a_431_problem(gateway_stack: GatewayStack) -> None:
     reply = gateway_stack.request("plant", "GET", "/health", headers={"x-big": "a" * 70_000})
     _assert_problem(reply, 431, "request_header_fields_too_large")
 
 
-def test_authz_denials_keep_the_authz_service_body(gateway_stack: Any) -> None:
+def test_authz_denials_keep_the_authz_service_body(gateway_stack: GatewayStack) -> None:
     reply = gateway_stack.request("pp", "GET", "/api/v1/me", token="not-a-jwt")
     assert reply.status == 401
     assert reply.content_type == PROBLEM_JSON
@@ -278,7 +285,7 @@ def test_authz_denials_keep_the_authz_service_body(gateway_stack: Any) -> None:
     assert problem["stage"] == "authenticate"  # written by the authz service, not by Envoy
 
 
-def test_access_log_is_json_on_stdout_with_the_request_id(gateway_stack: Any) -> None:
+def test_access_log_is_json_on_stdout_with_the_request_id(gateway_stack: GatewayStack) -> None:
     reply = gateway_stack.request("cp", "GET", "/api/v1/status")
     request_id = reply.headers["x-request-id"]
     log_path = Path(gateway_stack.envoys["cp"].log_path)
@@ -290,12 +297,7 @@ def test_access_log_is_json_on_stdout_with_the_request_id(gateway_stack: Any) ->
                 return parsed
         return None
 
-    deadline = time.monotonic() + 10
-    found = entry()
-    while found is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-        found = entry()
-    assert found is not None, "no access log line for the request"
+    found = eventually(entry, 10, what="an access log line for the request")
     assert found["gateway_type"] == "CP"
     assert found["route"] == "api-status"
     assert found["status"] == 200

@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import AUDIENCE, HS256_SECRET, ISSUER
+from tests.e2e._gateway_stack import GatewayStack
+from tests.support.issuers import AUDIENCE, ISSUER
+from tests.support.issuers import SECRET as HS256_SECRET
 
 PROBLEM_BASE = "https://gateway.example/problems/"
 
@@ -55,7 +57,9 @@ TOKENS = {
 
 @pytest.mark.parametrize("entry", ["plant", "cp", "pp"])
 @pytest.mark.parametrize("name", sorted(TOKENS))
-def test_a_malformed_token_is_a_401_problem(gateway_stack: Any, entry: str, name: str) -> None:
+def test_a_malformed_token_is_a_401_problem(
+    gateway_stack: GatewayStack, entry: str, name: str
+) -> None:
     reply = gateway_stack.request(entry, "GET", "/api/v1/me", token=TOKENS[name])
     assert reply.status == 401, reply.body[:300]
     assert reply.content_type == "application/problem+json"
@@ -63,7 +67,7 @@ def test_a_malformed_token_is_a_401_problem(gateway_stack: Any, entry: str, name
     assert reply.json()["stage"] == "authenticate"
 
 
-def test_the_unmangled_token_passes(gateway_stack: Any) -> None:
+def test_the_unmangled_token_passes(gateway_stack: GatewayStack) -> None:
     assert gateway_stack.request("plant", "GET", "/api/v1/me", token=VALID).status == 200
 
 
@@ -73,7 +77,7 @@ def test_the_unmangled_token_passes(gateway_stack: Any) -> None:
     ids=["not-utf-8", "latin-1", "control-byte"],
 )
 def test_bytes_no_token_holds_are_refused(
-    gateway_stack: Any, raw_token: bytes, status: int
+    gateway_stack: GatewayStack, raw_token: bytes, status: int
 ) -> None:
     """Not UTF-8: the service refuses it (401); a control byte: Envoy's codec does (400)."""
     request = b"GET /api/v1/me HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer " + raw_token

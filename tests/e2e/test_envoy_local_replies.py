@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
+from tests.e2e._gateway_stack import GatewayStack, StackOptions
 from tests.e2e._odd_upstream import PROBLEM_409, odd_upstream
+from tests.support.free_ports import free_port
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://gateway.example/problems/"
@@ -35,11 +37,11 @@ def odd_port() -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def gateway_stack_options(odd_port: int, gateway_stack_types: tuple[Any, Any]) -> Any:
+def gateway_stack_options(
+    odd_port: int, gateway_stack_types: tuple[type[StackOptions], type[GatewayStack]]
+) -> StackOptions:
     stack_options, _ = gateway_stack_types
-    with socket.socket() as sock:  # a port nothing listens on: connections are refused
-        sock.bind(("127.0.0.1", 0))
-        closed_port = sock.getsockname()[1]
+    closed_port = free_port()  # a port nothing listens on: connections are refused
     everywhere = ["plant", "cp", "pp"]
     routes = [
         {"id": "odd", "match": {"prefix": "/api/v1/odd", "methods": ["GET", "HEAD"]},
@@ -168,7 +170,7 @@ CASES = [pytest.param(entry, row, id=f"{name}-{entry}") for name, row in ROWS.it
 
 @pytest.mark.parametrize(("entry", "row"), CASES)
 def test_every_local_reply_is_a_problem_with_a_correlation_id(
-    gateway_stack: Any, entry: str, row: Row
+    gateway_stack: GatewayStack, entry: str, row: Row
 ) -> None:
     # no x-correlation-id from the client: the gateway must give the reply one of its own
     request = row.raw or _request(row.line, *row.headers, body=row.body)
@@ -189,7 +191,9 @@ def test_every_local_reply_is_a_problem_with_a_correlation_id(
 
 
 @pytest.mark.parametrize("name", ["no-route", "target-too-long", "connect", "upstream-refuses"])
-def test_a_local_reply_carries_the_clients_correlation_id(gateway_stack: Any, name: str) -> None:
+def test_a_local_reply_carries_the_clients_correlation_id(
+    gateway_stack: GatewayStack, name: str
+) -> None:
     row, mine = ROWS[name], str(uuid.uuid4())
     request = _request(row.line, *row.headers, body=row.body, correlation=mine.upper())
     reply = exchange(gateway_stack.port("cp"), request, method=row.method)
@@ -201,7 +205,7 @@ def test_a_local_reply_carries_the_clients_correlation_id(gateway_stack: Any, na
 
 @pytest.mark.parametrize("entry", ["plant", "cp", "pp"])
 def test_a_target_at_the_limit_passes_and_one_byte_more_is_a_414(
-    gateway_stack: Any, entry: str
+    gateway_stack: GatewayStack, entry: str
 ) -> None:
     token = gateway_stack.sign_token(roles=("customer", "support"))  # orders:read everywhere
     base = "/api/v1/orders/7?q="
@@ -244,7 +248,7 @@ UPSTREAM_REPLIES = {
 @pytest.mark.parametrize("entry", ENTRIES)
 @pytest.mark.parametrize("name", sorted(UPSTREAM_REPLIES))
 def test_an_upstream_error_body_that_is_no_problem_is_replaced_status_and_headers_kept(
-    gateway_stack: Any, entry: str, name: str
+    gateway_stack: GatewayStack, entry: str, name: str
 ) -> None:
     expected = UPSTREAM_REPLIES[name]
     correlation = str(uuid.uuid4())

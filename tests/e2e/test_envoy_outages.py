@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
+
+from tests.e2e._gateway_stack import GatewayStack, StackOptions
+from tests.support.free_ports import free_port
 
 PROBLEM_JSON = "application/problem+json"
 
 
 @pytest.fixture
 def stack_without_backend_and_authz(
-    gateway_stack_factory: Callable[[Any], Any], gateway_stack_types: tuple[type, type]
-) -> Any:
+    gateway_stack_factory: Callable[[StackOptions], GatewayStack],
+    gateway_stack_types: tuple[type[StackOptions], type[GatewayStack]],
+) -> GatewayStack:
     options_type, _ = gateway_stack_types
-    from socket import AF_INET, SOCK_STREAM, socket  # noqa: PLC0415
-
-    with socket(AF_INET, SOCK_STREAM) as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        dead_port = sock.getsockname()[1]
+    dead_port = free_port()  # a port nobody listens on
     options = options_type(
         with_authz=False,
         entry_points=("plant", "cp"),
@@ -29,7 +28,9 @@ def stack_without_backend_and_authz(
     return gateway_stack_factory(options)
 
 
-def test_unreachable_backend_and_authz_service(stack_without_backend_and_authz: Any) -> None:
+def test_unreachable_backend_and_authz_service(
+    stack_without_backend_and_authz: GatewayStack,
+) -> None:
     stack = stack_without_backend_and_authz
     public = stack.request("plant", "GET", "/health")
     assert public.status == 503

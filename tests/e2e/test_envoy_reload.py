@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 import urllib.request
 from collections.abc import Callable
-from typing import Any
 
 import pytest
+
+from tests.e2e._gateway_stack import GatewayStack, StackOptions
+from tests.support.waiting import eventually
 
 SLOW_PUBLIC = {
     "id": "slow-public",
@@ -42,7 +43,7 @@ def _stats(admin_url: str) -> dict[str, int]:
 class Prober:
     """Sends GET /health in a loop from a thread and records every status (0: no answer)."""
 
-    def __init__(self, stack: Any) -> None:
+    def __init__(self, stack: GatewayStack) -> None:
         self.stack = stack
         self.statuses: list[int] = []
         self._stop = threading.Event()
@@ -59,24 +60,25 @@ class Prober:
         self._thread.start()
         return self
 
+    def probe_more(self, count: int = 10) -> None:
+        """Wait until `count` more probes were answered (or failed)."""
+        seen = len(self.statuses)
+        _wait_for(lambda: len(self.statuses) >= min(seen + count, MAX_PROBES))
+
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=15)
 
 
 def _wait_for(check: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out")
+    eventually(check, timeout)
 
 
 @pytest.fixture
 def reloadable_stack(
-    gateway_stack_factory: Callable[[Any], Any], gateway_stack_types: tuple[type, type]
-) -> Any:
+    gateway_stack_factory: Callable[[StackOptions], GatewayStack],
+    gateway_stack_types: tuple[type[StackOptions], type[GatewayStack]],
+) -> GatewayStack:
     options_type, _ = gateway_stack_types
     return gateway_stack_factory(
         options_type(with_authz=False, entry_points=("plant",), extra_routes=[SLOW_PUBLIC])
@@ -84,7 +86,7 @@ def reloadable_stack(
 
 
 def test_rerender_applies_new_routes_without_restart_or_dropped_requests(
-    reloadable_stack: Any,
+    reloadable_stack: GatewayStack,
 ) -> None:
     stack = reloadable_stack
     envoy = stack.envoys["plant"]
@@ -99,15 +101,17 @@ def test_rerender_applies_new_routes_without_restart_or_dropped_requests(
         in_flight["status"] = stack.request("plant", "GET", "/api/v1/slow?ms=1500").status
 
     slow = threading.Thread(target=slow_request)
+    slow.start()
+    # the slow request is inside Envoy (the only request so far)
+    _wait_for(lambda: _stats(envoy.admin_url).get("http.plant.downstream_rq_active", 0) >= 1)
     with Prober(stack) as prober:
-        slow.start()
-        time.sleep(0.3)  # the slow request is now inside Envoy
+        prober.probe_more()
         revision_after = stack.rerender(extra_routes=[NEW_ROUTE])
         _wait_for(
             lambda: stack.request("plant", "POST", "/api/v1/uploads", body=b"x").status == 200
         )
         slow.join(timeout=10)
-        time.sleep(0.3)
+        prober.probe_more()  # and requests keep being answered after the change
     assert revision_after != revision_before
     assert in_flight == {"status": 200}
     assert len(prober.statuses) > 10
@@ -126,17 +130,19 @@ def test_rerender_applies_new_routes_without_restart_or_dropped_requests(
     )
 
 
-def test_listener_change_is_applied_by_draining_not_dropping(reloadable_stack: Any) -> None:
+def test_listener_change_is_applied_by_draining_not_dropping(
+    reloadable_stack: GatewayStack,
+) -> None:
     stack = reloadable_stack
     envoy = stack.envoys["plant"]
     before = _stats(envoy.admin_url)
     stack.options.config_overrides = {"limits": {"max_request_headers_kb": 32}}
     with Prober(stack) as prober:
-        time.sleep(0.2)
+        prober.probe_more()
         stack.rerender()
         big = {"x-big": "a" * 40_000}  # fits 60 KiB, not 32 KiB
         _wait_for(lambda: stack.request("plant", "GET", "/health", headers=big).status == 431)
-        time.sleep(0.3)
+        prober.probe_more()
     assert set(prober.statuses) == {200}
     after = _stats(envoy.admin_url)
     # PLANT's two listeners (public, internal for the hops), each drained and replaced once

@@ -8,11 +8,11 @@ set x-causation-id, an identity header, or a header Envoy keeps for its own hops
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import pytest
 
 from gateway_contract.headers import IDENTITY_HEADERS
+from tests.e2e._gateway_stack import GatewayStack, Reply
 
 FORGED_CAUSATION = str(uuid.uuid4())
 # What only a hop (or Envoy itself) may set, with a client's forgery of each
@@ -38,7 +38,7 @@ HOP_ONLY: dict[str, str] = {
 }
 
 
-def _echoed(reply: Any) -> dict[str, str]:
+def _echoed(reply: Reply) -> dict[str, str]:
     assert reply.status == 200, reply.body[:300]
     return {k.lower(): v for k, v in reply.json()["headers"].items()}
 
@@ -46,7 +46,7 @@ def _echoed(reply: Any) -> dict[str, str]:
 @pytest.mark.parametrize("entry", ["plant", "cp", "pp"])
 @pytest.mark.parametrize("header", sorted(HOP_ONLY))
 def test_no_public_listener_passes_a_clients_hop_only_header(
-    gateway_stack: Any, entry: str, header: str
+    gateway_stack: GatewayStack, entry: str, header: str
 ) -> None:
     token = gateway_stack.sign_token(sub="root", roles=("admin", "customer"), customer_id="c-1")
     reply = gateway_stack.request(
@@ -57,7 +57,7 @@ def test_no_public_listener_passes_a_clients_hop_only_header(
     assert HOP_ONLY[header] not in echoed.values()
 
 
-def test_plant_direct_has_no_causation_and_a_hop_sets_its_own(gateway_stack: Any) -> None:
+def test_plant_direct_has_no_causation_and_a_hop_sets_its_own(gateway_stack: GatewayStack) -> None:
     token = gateway_stack.sign_token(roles=("customer",))
     forged = {"x-causation-id": FORGED_CAUSATION}
     direct = _echoed(
@@ -68,7 +68,9 @@ def test_plant_direct_has_no_causation_and_a_hop_sets_its_own(gateway_stack: Any
     assert _echoed(via_cp)["x-causation-id"] == via_cp.headers["x-request-id"]
 
 
-def test_the_internal_listener_keeps_the_causation_id_a_hop_sets(gateway_stack: Any) -> None:
+def test_the_internal_listener_keeps_the_causation_id_a_hop_sets(
+    gateway_stack: GatewayStack,
+) -> None:
     """What CP/PP do: the hop's own request id reaches the backend as the causation id."""
     token = gateway_stack.sign_token(roles=("customer",))
     hop_request_id = str(uuid.uuid4())
@@ -81,7 +83,7 @@ def test_the_internal_listener_keeps_the_causation_id_a_hop_sets(gateway_stack: 
     assert echoed["x-user-id"] == "user-1"  # checked like any request: the same routes and authz
 
 
-def test_a_client_cannot_stretch_the_upstream_timeout(gateway_stack: Any) -> None:
+def test_a_client_cannot_stretch_the_upstream_timeout(gateway_stack: GatewayStack) -> None:
     token = gateway_stack.sign_token(roles=("viewer",))
     headers = {"x-envoy-upstream-rq-timeout-ms": "60000", "x-envoy-max-retries": "5"}
     reply = gateway_stack.request("plant", "GET", "/api/v1/slow?ms=3000", token=token,

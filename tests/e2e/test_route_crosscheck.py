@@ -41,7 +41,7 @@ from gateway_contract.http_check import HTTP_CHECK_PATH_PREFIX
 from gateway_contract.matcher import envoy_path, match_route
 from gateway_contract.route_facts import facts_of_route
 from gateway_contract.runtime import load_runtime_config
-from tests.e2e.conftest import TEST_ROUTES, GatewayStack, StackOptions
+from tests.e2e._gateway_stack import TEST_ROUTES, GatewayStack, StackOptions
 from tests.support.route_cases import EXTRA_ROUTES, METHODS, TARGETS
 
 ENTRY_POINTS = ("plant", "cp", "pp")

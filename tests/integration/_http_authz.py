@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,12 +16,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from authz_service.audit.framing import decode_record, read_frames
-from authz_service.devtokens import sign_dev_token
 from gateway_contract.headers import ROUTE_FACTS_HEADER
 from gateway_contract.route_facts import RouteFacts
+from tests.support.free_ports import free_port
+from tests.support.issuers import hs256_token, issuers_json
+from tests.support.waiting import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ISSUER, AUDIENCE, SECRET = "https://it.test", "gateway", "integration-secret-0123456789abcdef"
 RUNTIME = {
     "revision": "it-http",
     "rbac": {"PLANT": {"customer": ["reports:read"]}, "CP": {}, "PP": {}},
@@ -44,19 +44,13 @@ FACTS_HEADER = f"{ROUTE_FACTS_HEADER}: {FACTS.to_route_metadata()}"
 START_TIMEOUT_S = 30.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def token(customer: str | None = None, **claims: Any) -> str:
     """A valid token; its own customer (own budget) unless one is named."""
     customer = customer or f"cust-{uuid.uuid4().hex[:12]}"
-    return sign_dev_token(SECRET, ISSUER, AUDIENCE, "user-http", ["customer"], customer, **claims)
+    return hs256_token("user-http", ["customer"], customer, **claims)
 
 
-def check_request(
+def http_check(
     *,
     method: str = "GET",
     path: str = "/api/v1/reports",
@@ -179,12 +173,7 @@ class ServiceProcess:
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = START_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    eventually(check, timeout, what=what, ignore=())
 
 
 @contextlib.contextmanager
@@ -192,14 +181,11 @@ def service_process(workdir: Path, env: dict[str, str]) -> Iterator[ServiceProce
     runtime = workdir / "runtime.json"
     runtime.write_text(json.dumps(RUNTIME))
     port = free_port()
-    issuers = [
-        {"issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": ["HS256"], "hs256_secret": SECRET}
-    ]
     settings = {
         "AUTHZ_HTTP_ADDRESS": f"127.0.0.1:{port}",
         "AUTHZ_GRPC_ADDRESS": "",
         "AUTHZ_RUNTIME_CONFIG": str(runtime),
-        "AUTHZ_JWT_ISSUERS": json.dumps(issuers),
+        "AUTHZ_JWT_ISSUERS": issuers_json(),
         "AUTHZ_POLICY_DIR": str(REPO_ROOT / "policies"),
         "AUTHZ_AUDIT_JOURNAL_DIR": str(workdir / "journal"),
         "AUTHZ_AUDIT_FSYNC": "off",

@@ -12,6 +12,7 @@ from authz_service.shipper.retention import delete_expired, pg_cron_runs_retenti
 from devstack import PostgresService
 from devstack.provision import Logins, Provisioned, provision
 from tests.integration._audit_db import alembic, provisioned_database, superuser_dsn
+from tests.support.waiting import eventually_async
 
 AGES = {"d-400": "400 days", "d-91": "91 days", "d-90h": "90 days 1 hour",
         "d-89": "89 days", "d-1": "1 day", "d-0": "1 minute"}  # fmt: skip
@@ -89,10 +90,11 @@ async def test_the_shipper_runs_retention_without_pg_cron(
         await conn.close()
     task = asyncio.create_task(retention_loop(database.retention_dsn, interval=0.2))
     try:
-        for _ in range(100):
-            if _remaining(audit_db) == AGES.keys() - EXPIRED:
-                break
-            await asyncio.sleep(0.1)
+
+        async def expired_gone() -> bool:
+            return _remaining(audit_db) == AGES.keys() - EXPIRED
+
+        await eventually_async(expired_gone, 10, what="the retention loop's deletes")
         assert _remaining(audit_db) == AGES.keys() - EXPIRED
     finally:
         task.cancel()

@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,20 +22,16 @@ from hypothesis import HealthCheck, given, settings
 from authz_service import admin_cli
 from authz_service._proto.gateway.admin.v1 import admin_pb2 as pb
 from authz_service._proto.gateway.admin.v1 import admin_pb2_grpc as pb_grpc
-from authz_service.devtokens import sign_dev_token
-from authz_service.server import serve
 from authz_service.settings import Settings
 from devstack import OpaService, RedisService
 from tests.authz_explain_cases import RUNTIME, Case, cases, check_request, expected_route, token_for
+from tests.support import servers
+from tests.support.free_ports import free_port
+from tests.support.issuers import AUDIENCE, ISSUER, SECRET, hs256_token
+from tests.support.servers import service_settings
+from tests.support.waiting import eventually_async
 
-ISSUER, AUDIENCE, SECRET = "https://admin.test", "gateway", "admin-it-secret-0123456789abcdef0"
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -49,68 +43,55 @@ class Running:
     address: str
 
 
-def _settings(tmp_path: Path, runtime: Path, policies: Path, **extra: Any) -> Settings:
-    return Settings(
-        grpc_address=f"127.0.0.1:{_free_port()}",
-        admin_address=f"127.0.0.1:{_free_port()}",
-        runtime_config=runtime,
+def _settings(tmp_path: Path, policies: Path, **extra: Any) -> Settings:
+    return service_settings(
+        tmp_path,
+        RUNTIME,
+        admin_address=f"127.0.0.1:{free_port()}",
         policy_dir=policies,
-        jwt_issuers=[{"issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": ["HS256"],
-                      "hs256_secret": SECRET}],
-        audit_journal_dir=tmp_path / "journal",
-        metrics_address="",
         policy_cache_seconds=0,
         shutdown_grace_seconds=1,
         **extra,
-    )  # fmt: skip
+    )
 
 
-async def _serve(settings: Settings, runtime: Path, policies: Path) -> AsyncIterator[Running]:
-    started = asyncio.Event()
-    task = asyncio.create_task(serve(settings, started))
-    await asyncio.wait_for(started.wait(), 10)
+async def _serve(settings: Settings, policies: Path) -> AsyncIterator[Running]:
     async with (
+        servers.serving(settings),
         grpc.aio.insecure_channel(settings.grpc_address) as checks,
         grpc.aio.insecure_channel(settings.admin_address) as admin,
     ):
         yield Running(
             ext_grpc.AuthorizationStub(checks),
             pb_grpc.GatewayAdminStub(admin),  # type: ignore[no-untyped-call]
-            runtime,
+            settings.runtime_config,
             policies,
             settings.admin_address,
         )
-    os.kill(os.getpid(), signal.SIGTERM)
-    await asyncio.wait_for(task, 10)
 
 
 @pytest.fixture
 async def with_opa(
     tmp_path: Path, redis_service: RedisService, opa_service: OpaService
 ) -> AsyncIterator[Running]:
-    runtime = tmp_path / "runtime.json"
-    runtime.write_text(json.dumps(RUNTIME))
-    settings = _settings(
-        tmp_path, runtime, POLICY_DIR, opa_url=opa_service.url, redis_url=redis_service.url
-    )
-    async for running in _serve(settings, runtime, POLICY_DIR):
+    settings = _settings(tmp_path, POLICY_DIR, opa_url=opa_service.url, redis_url=redis_service.url)
+    async for running in _serve(settings, POLICY_DIR):
         yield running
 
 
 @pytest.fixture
 async def embedded(tmp_path: Path, redis_service: RedisService) -> AsyncIterator[Running]:
     """regopy on a copy of policies/ that the test may edit, and the real Redis."""
-    runtime, policies = tmp_path / "runtime.json", tmp_path / "policies"
-    runtime.write_text(json.dumps(RUNTIME))
+    policies = tmp_path / "policies"
     shutil.copytree(POLICY_DIR, policies)
-    settings = _settings(tmp_path, runtime, policies, redis_url=redis_service.url)
-    async for running in _serve(settings, runtime, policies):
+    settings = _settings(tmp_path, policies, redis_url=redis_service.url)
+    async for running in _serve(settings, policies):
         yield running
 
 
 def _token(roles: tuple[str, ...] = ("customer",), customer: str | None = None) -> str:
     customer = customer or f"cust-{uuid.uuid4().hex[:8]}"
-    return sign_dev_token(SECRET, ISSUER, AUDIENCE, "u-" + customer, list(roles), customer)
+    return hs256_token("u-" + customer, roles, customer)
 
 
 def _explain_request(token: str, method: str, path: str, gateway: str = "PLANT") -> Any:
@@ -211,12 +192,12 @@ async def test_reload_rejects_a_bad_policy_and_applies_a_good_revision(embedded:
     # SIGHUP reloads too: back to the original policy
     policy.write_text(good)
     os.kill(os.getpid(), signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        final = await embedded.admin.Explain(explain, timeout=5)
-        if final.policy_revision == before.policy_revision:
-            break
-        await asyncio.sleep(0.05)
+
+    async def reloaded() -> pb.ExplainResponse | None:
+        explained = await embedded.admin.Explain(explain, timeout=5)
+        return explained if explained.policy_revision == before.policy_revision else None
+
+    final = await eventually_async(reloaded, 10, what="the SIGHUP reload")
     assert (final.allowed, final.policy_revision) == (True, before.policy_revision)
 
 

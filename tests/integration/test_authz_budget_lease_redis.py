@@ -13,6 +13,7 @@ from authz_service.adapters.budget_lease import LeasedBudgetStore
 from authz_service.adapters.redis_budget import RedisBudgetStore
 from authz_service.ports import BudgetConsumption, BudgetWindow
 from devstack import RedisService
+from tests.support.waiting import eventually_async
 
 WORKERS = 3
 MAX_UNITS = 50
@@ -101,10 +102,11 @@ async def test_a_budget_with_room_is_served_from_leases(
     assert calls <= WORKERS * (200 // MAX_UNITS + 1)
     used = await _counters(raw, windows)
     assert 600 <= used[0] <= 600 + WORKERS * MAX_UNITS  # blocks still held count as used
-    for _ in range(100):  # the sweepers give the unused units back once the leases age
-        if await _counters(raw, windows) == [600, 600]:
-            break
-        await asyncio.sleep(0.05)
+
+    async def given_back() -> bool:  # the sweepers give the unused units back once leases age
+        return await _counters(raw, windows) == [600, 600]
+
+    await eventually_async(given_back, 10, what="the unused units given back")
     assert await _counters(raw, windows) == [600, 600]
     for worker in workers:
         await worker.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 
@@ -14,6 +13,7 @@ from authz_service.adapters.redis_budget import RedisBudgetStore
 from authz_service.errors import DependencyUnavailableError
 from authz_service.ports import BudgetWindow
 from devstack import RedisService
+from tests.support.free_ports import free_port
 
 
 @pytest.fixture
@@ -64,9 +64,7 @@ async def test_script_is_reloaded_after_a_flush(
 
 
 async def test_unreachable_redis_is_a_dependency_failure() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens on it
     dead = RedisBudgetStore(f"redis://127.0.0.1:{port}/0", timeout_seconds=0.5)
     try:
         with pytest.raises(DependencyUnavailableError) as info:

@@ -22,8 +22,8 @@ from gateway_contract.http_check import HTTP_UNAVAILABLE_STATUS
 from tests.integration._http_authz import (
     FACTS_HEADER,
     ServiceProcess,
-    check_request,
     closed_by_peer,
+    http_check,
     read_reply,
     service_process,
     token,
@@ -58,7 +58,7 @@ def no_worker_dies(service: ServiceProcess) -> Iterator[None]:
 
 def test_a_valid_check_is_allowed_with_identity_headers(service: ServiceProcess) -> None:
     correlation = str(uuid.uuid4())
-    reply = service.exchange(check_request(bearer=token(), correlation_id=correlation))
+    reply = service.exchange(http_check(bearer=token(), correlation_id=correlation))
     assert reply.status == 200
     assert reply.headers["x-user-id"] == "user-http"
     assert reply.headers["x-correlation-id"] == correlation
@@ -68,7 +68,7 @@ def test_a_valid_check_is_allowed_with_identity_headers(service: ServiceProcess)
 
 def test_a_denial_is_a_problem_with_the_correlation_id(service: ServiceProcess) -> None:
     correlation = str(uuid.uuid4())
-    reply = service.exchange(check_request(correlation_id=correlation))
+    reply = service.exchange(http_check(correlation_id=correlation))
     assert reply.status == 401
     assert reply.headers["content-type"] == "application/problem+json"
     assert reply.headers["www-authenticate"].startswith("Bearer")
@@ -87,10 +87,10 @@ def test_keep_alive_and_pipelined_requests_are_answered_in_order(
     good = token()
     sent = [(str(uuid.uuid4()), good if i % 3 else None) for i in range(12)]
     with service.connect() as sock, sock.makefile("rb") as stream:
-        sock.sendall(b"".join(check_request(bearer=b, correlation_id=c) for c, b in sent))
+        sock.sendall(b"".join(http_check(bearer=b, correlation_id=c) for c, b in sent))
         replies = [read_reply(stream) for _ in sent]
         # the same connection still takes requests afterwards
-        sock.sendall(check_request(bearer=good, correlation_id="after"))
+        sock.sendall(http_check(bearer=good, correlation_id="after"))
         after = read_reply(stream)
     assert [r.headers["x-correlation-id"] for r in replies] == [c for c, _ in sent]
     assert [r.status for r in replies] == [200 if b else 401 for _, b in sent]
@@ -99,7 +99,7 @@ def test_keep_alive_and_pipelined_requests_are_answered_in_order(
 
 def test_a_head_denial_has_no_body_and_the_connection_goes_on(service: ServiceProcess) -> None:
     with service.connect() as sock, sock.makefile("rb") as stream:
-        sock.sendall(check_request(method="HEAD") + check_request(bearer=token()))
+        sock.sendall(http_check(method="HEAD") + http_check(bearer=token()))
         head = read_reply(stream, head=True)
         after = read_reply(stream)
     assert head.status == 401
@@ -145,7 +145,7 @@ def test_a_malformed_request_gets_400_and_the_connection_closes(
 def test_oversized_heads_and_bodies_are_refused_and_closed(
     service: ServiceProcess, extra: str, status: int
 ) -> None:
-    request = check_request(bearer=token()).replace(b"content-length: 0\r\n", b"")
+    request = http_check(bearer=token()).replace(b"content-length: 0\r\n", b"")
     request = request[:-2] + extra.encode() + b"\r\n" + (b"hello" if "length: 5" in extra else b"")
     with service.connect() as sock, sock.makefile("rb") as stream:
         sock.sendall(request)
@@ -156,7 +156,7 @@ def test_oversized_heads_and_bodies_are_refused_and_closed(
 
 def test_the_answers_before_a_malformed_request_still_arrive(service: ServiceProcess) -> None:
     with service.connect() as sock, sock.makefile("rb") as stream:
-        sock.sendall(check_request(bearer=token(), correlation_id="first") + b"GARBAGE\r\n\r\n")
+        sock.sendall(http_check(bearer=token(), correlation_id="first") + b"GARBAGE\r\n\r\n")
         first = read_reply(stream)
         refusal = read_reply(stream)
         assert (first.status, first.headers["x-correlation-id"]) == (200, "first")
@@ -175,7 +175,7 @@ def test_a_slow_client_gets_408_and_is_closed(service: ServiceProcess) -> None:
 def test_a_client_that_never_reads_does_not_hold_the_worker(service: ServiceProcess) -> None:
     """Pipelined checks, none read: the server stops reading it (bounded memory) within a
     few MB of socket buffers, and other clients are still served."""
-    request = check_request(bearer=token())
+    request = http_check(bearer=token())
     bound = 100_000  # ~35 MB: far past what the socket buffers of both ends hold
     with service.connect() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -188,7 +188,7 @@ def test_a_client_that_never_reads_does_not_hold_the_worker(service: ServiceProc
                 break
             sent += 1
         assert sent < bound, "the server kept reading a client that never reads its answers"
-        assert service.exchange(check_request(bearer=token())).status == 200
+        assert service.exchange(http_check(bearer=token())).status == 200
 
 
 def test_unknown_paths_are_404_and_health_reports_components(service: ServiceProcess) -> None:
@@ -208,7 +208,7 @@ def test_unknown_paths_are_404_and_health_reports_components(service: ServicePro
 def test_route_facts_sent_twice_fail_closed(service: ServiceProcess) -> None:
     """Envoy sends the facts once, overriding any client copy; twice is ambiguous: no facts,
     so no permission is known and the check is refused."""
-    reply = service.exchange(check_request(bearer=token(), extra=FACTS_HEADER + "\r\n"))
+    reply = service.exchange(http_check(bearer=token(), extra=FACTS_HEADER + "\r\n"))
     assert reply.status == HTTP_UNAVAILABLE_STATUS  # Envoy's mapper makes it the client's 503
     assert (reply.json()["code"], reply.json()["status"]) == ("route_misconfigured", 503)
 
@@ -285,7 +285,7 @@ def test_a_reset_mid_check_is_journaled_as_cancelled_and_never_allowed(
     pids = stalled_service.worker_pids()
     correlation = str(uuid.uuid4())
     sock = stalled_service.connect()
-    sock.sendall(check_request(bearer=token(), correlation_id=correlation))
+    sock.sendall(http_check(bearer=token(), correlation_id=correlation))
     wait_until(mute_engine.asked, "the check waiting on the policy engine", 10)
     # RST instead of FIN: SO_LINGER with a zero timeout
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

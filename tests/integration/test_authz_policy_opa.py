@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from authz_service.adapters.opa_http import OpaHttpEngine
 from authz_service.adapters.regopy_engine import RegopyEngine
 from authz_service.errors import DependencyUnavailableError
 from devstack import OpaService
+from tests.support.free_ports import free_port
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
 NOW = 1_750_000_000
@@ -96,9 +96,7 @@ async def test_undefined_document_is_none_in_both(opa: OpaHttpEngine, regopy: Re
 
 
 async def test_unreachable_opa_is_a_dependency_failure() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens on it
     engine = OpaHttpEngine(f"http://127.0.0.1:{port}", timeout_seconds=0.5, pool_size=1)
     try:
         started = time.monotonic()

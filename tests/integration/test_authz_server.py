@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import signal
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,29 +12,23 @@ from typing import Any
 
 import grpc
 import pytest
-from envoy.service.auth.v3 import attribute_context_pb2 as ac
 from envoy.service.auth.v3 import external_auth_pb2 as ext
 from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from authz_service.devtokens import sign_dev_token
-from authz_service.server import serve
-from authz_service.settings import Settings
 from devstack import OpaService, RedisService
+from tests.support import servers
+from tests.support.check_requests import check_request
+from tests.support.issuers import hs256_token
+from tests.support.servers import service_settings
+from tests.support.waiting import eventually_async
 
-ISSUER, AUDIENCE, SECRET = "https://it.test", "gateway", "integration-secret-0123456789abcdef"
 RUNTIME = {
     "revision": "it",
     "rbac": {"PLANT": {"customer": ["reports:read"]}, "CP": {}, "PP": {}},
     "routes": {},
     "budgets": {"plans": {"standard": {"reports": {"day": 2}}, "trial": {"reports": {"day": 2}}}},
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -51,69 +41,44 @@ class Running:
 async def running(
     tmp_path: Path, redis_service: RedisService, opa_service: OpaService
 ) -> AsyncIterator[Running]:
-    runtime = tmp_path / "runtime.json"
-    runtime.write_text(json.dumps(RUNTIME))
-    address = f"127.0.0.1:{_free_port()}"
-    settings = Settings(
-        grpc_address=address,
-        runtime_config=runtime,
-        jwt_issuers=[
-            {
-                "issuer": ISSUER,
-                "audiences": [AUDIENCE],
-                "algorithms": ["HS256"],
-                "hs256_secret": SECRET,
-            }
-        ],
+    settings = service_settings(
+        tmp_path,
+        RUNTIME,
         opa_url=opa_service.url,
         redis_url=redis_service.url,
-        audit_journal_dir=tmp_path / "journal",
-        metrics_address="",
-        admin_address="",
         policy_cache_seconds=0,
         health_interval_seconds=0.2,
         shutdown_grace_seconds=2,
     )
-    started = asyncio.Event()
-    task = asyncio.create_task(serve(settings, started))
-    await asyncio.wait_for(started.wait(), 10)
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with (
+        servers.serving(settings),
+        grpc.aio.insecure_channel(settings.grpc_address) as channel,
+    ):
         yield Running(ext_grpc.AuthorizationStub(channel), health_pb2_grpc.HealthStub(channel))
-    os.kill(os.getpid(), signal.SIGTERM)  # the server's own handler: graceful stop
-    await asyncio.wait_for(task, 10)
 
 
 def _request(
     token: str, customer_route: str = "reports", paid_only: bool = False
 ) -> ext.CheckRequest:
-    headers = {
-        "authorization": f"Bearer {token}",
-        "x-request-id": uuid.uuid4().hex,
-        "x-correlation-id": "corr-it",
-    }
-    return ext.CheckRequest(
-        attributes=ac.AttributeContext(
-            request=ac.AttributeContext.Request(
-                http=ac.AttributeContext.HttpRequest(
-                    method="GET", path="/api/v1/reports", headers=headers
-                )
-            ),
-            context_extensions={
-                "gateway_type": "PLANT",
-                "route_id": customer_route,
-                "permission": "reports:read",
-                "policy": "gateway/authz",
-                "paid_only": str(paid_only).lower(),
-                "budget_metric": "reports",
-                "budget_cost": "1",
-            },
-        )
+    return check_request(
+        path="/api/v1/reports",
+        token=token,
+        headers={"x-request-id": uuid.uuid4().hex, "x-correlation-id": "corr-it"},
+        context={
+            "gateway_type": "PLANT",
+            "route_id": customer_route,
+            "permission": "reports:read",
+            "policy": "gateway/authz",
+            "paid_only": str(paid_only).lower(),
+            "budget_metric": "reports",
+            "budget_cost": "1",
+        },
     )
 
 
 def _token(**claims: Any) -> str:
     customer = f"cust-{uuid.uuid4().hex[:8]}"
-    return sign_dev_token(SECRET, ISSUER, AUDIENCE, "user-it", ["customer"], customer, **claims)
+    return hs256_token("user-it", ["customer"], customer, **claims)
 
 
 def _status(response: ext.CheckResponse) -> tuple[int, dict[str, Any]]:
@@ -145,11 +110,15 @@ async def _health(running: Running, service: str) -> int:
     return int(reply.status)
 
 
+async def _is(running: Running, service: str, status: int) -> bool:
+    return await _health(running, service) == status
+
+
 async def test_opa_outage_fails_closed_and_shows_in_health(
     running: Running, opa_service: OpaService
 ) -> None:
     serving = health_pb2.HealthCheckResponse.SERVING
-    await asyncio.sleep(0.5)
+    await eventually_async(lambda: _is(running, "", serving), 10, what="the first health round")
     assert await _health(running, "") == serving
     assert await _health(running, "authz.opa") == serving
     assert await _health(running, "authz.redis") == serving
@@ -158,8 +127,10 @@ async def test_opa_outage_fails_closed_and_shows_in_health(
     try:
         status, body = _status(await running.stub.Check(_request(_token()), timeout=5))
         assert (status, body["code"], body["stage"]) == (503, "dependency_unavailable", "policy")
-        await asyncio.sleep(0.6)
-        assert await _health(running, "authz.opa") == health_pb2.HealthCheckResponse.NOT_SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        await eventually_async(lambda: _is(running, "authz.opa", not_serving), 10,
+                               what="authz.opa NOT_SERVING")  # fmt: skip
+        assert await _health(running, "authz.opa") == not_serving
     finally:
         opa_service.start()
     status, _ = _status(await running.stub.Check(_request(_token()), timeout=5))

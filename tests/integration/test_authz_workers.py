@@ -12,8 +12,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from envoy.service.auth.v3 import attribute_context_pb2 as ac
-from envoy.service.auth.v3 import external_auth_pb2 as ext
 from envoy.service.auth.v3 import external_auth_pb2_grpc as ext_grpc
 
 from authz_service._proto.gateway.admin.v1 import admin_pb2
@@ -21,12 +19,13 @@ from devstack import RedisService
 from tests.integration._http_authz import (
     FACTS,
     RUNTIME,
-    check_request,
-    free_port,
+    http_check,
     service_process,
     token,
     wait_until,
 )
+from tests.support.check_requests import check_request
+from tests.support.free_ports import free_port
 
 # what differs between two checks of the same request by nature (ids, time, the chain)
 PER_CHECK = {
@@ -45,7 +44,7 @@ def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(tmp_path: Path
             "a new worker in place of the killed one",
         )
         assert survivor in service.worker_pids()
-        replies = [service.exchange(check_request(bearer=token())) for _ in range(20)]
+        replies = [service.exchange(http_check(bearer=token())) for _ in range(20)]
         assert {reply.status for reply in replies} == {200}
 
 
@@ -54,7 +53,7 @@ def test_sigterm_stops_every_worker_with_its_journal_flushed(tmp_path: Path) -> 
         service.wait_for_workers(2)
         sent = [str(uuid.uuid4()) for _ in range(40)]
         for correlation in sent:  # a new connection each: both workers get some
-            reply = service.exchange(check_request(bearer=token(), correlation_id=correlation))
+            reply = service.exchange(http_check(bearer=token(), correlation_id=correlation))
             assert reply.status == 200
         assert service.stop() == 0
         journaled = {row["correlation_id"] for row in service.journal_rows()}
@@ -70,7 +69,7 @@ def test_sighup_reloads_every_worker(tmp_path: Path) -> None:
     with service_process(tmp_path, {"AUTHZ_WORKERS": "2"}) as service:
         service.wait_for_workers(2)
         runtime = Path(service.env["AUTHZ_RUNTIME_CONFIG"])
-        assert service.exchange(check_request(bearer=token())).status == 200
+        assert service.exchange(http_check(bearer=token())).status == 200
         revoked = {**RUNTIME, "revision": "revoked", "rbac": {"PLANT": {}, "CP": {}, "PP": {}}}
         runtime.write_text(json.dumps(revoked))
         os.kill(service.process.pid, signal.SIGHUP)
@@ -78,7 +77,7 @@ def test_sighup_reloads_every_worker(tmp_path: Path) -> None:
         def every_worker_refuses() -> bool:
             # new connections land on either worker (SO_REUSEPORT): all must refuse now
             return all(
-                service.exchange(check_request(bearer=token())).status == 403 for _ in range(20)
+                service.exchange(http_check(bearer=token())).status == 403 for _ in range(20)
             )
 
         wait_until(every_worker_refuses, "both workers on the new revision", 15)
@@ -103,7 +102,7 @@ def test_the_admin_reload_of_worker_0_reloads_every_worker(tmp_path: Path) -> No
 
         def every_worker_refuses() -> bool:
             return all(
-                service.exchange(check_request(bearer=token())).status == 403 for _ in range(20)
+                service.exchange(http_check(bearer=token())).status == 403 for _ in range(20)
             )
 
         wait_until(every_worker_refuses, "both workers on the new revision", 15)
@@ -125,22 +124,15 @@ def test_both_transports_journal_the_same_record(
     env = {"AUTHZ_GRPC_ADDRESS": grpc_address, "AUTHZ_REDIS_URL": redis_service.url}
     bearer = token()
     with service_process(tmp_path, env) as service:
-        over_http = service.exchange(check_request(bearer=bearer, correlation_id="via-http"))
+        over_http = service.exchange(http_check(bearer=bearer, correlation_id="via-http"))
         headers = {
             "authorization": f"Bearer {bearer}",
             "x-request-id": uuid.uuid4().hex,
             "x-correlation-id": "via-grpc",
             "x-client-ip": "203.0.113.7",
         }
-        request = ext.CheckRequest(
-            attributes=ac.AttributeContext(
-                request=ac.AttributeContext.Request(
-                    http=ac.AttributeContext.HttpRequest(
-                        method="GET", path="/api/v1/reports", headers=headers
-                    )
-                ),
-                context_extensions=FACTS.to_context_extensions(),
-            )
+        request = check_request(
+            path="/api/v1/reports", headers=headers, context=FACTS.to_context_extensions()
         )
         with grpc.insecure_channel(grpc_address) as channel:
             over_grpc = ext_grpc.AuthorizationStub(channel).Check(request, timeout=5)

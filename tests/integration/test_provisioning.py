@@ -30,7 +30,7 @@ from devstack import (
     provision_postgres,
     provision_redis,
 )
-from devstack.ports import free_port
+from devstack.free_ports import free_port
 from devstack.process import pid_alive
 from devstack.services import choose_provider
 

@@ -5,10 +5,8 @@ Issue 13, finding 8: an exhausted customer got 200 again after Redis restarted.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -27,6 +25,7 @@ from tests.integration._budgets import (
     spend,
     trial_budgets,
 )
+from tests.support.waiting import eventually_async
 from tests.unit.authz.authz_helpers import check_context
 
 
@@ -84,10 +83,7 @@ async def test_a_killed_redis_keeps_what_reached_the_append_only_file(
     # a rewrite writes and fsyncs the whole data set: after it the counter is on disk,
     # whatever the once-a-second fsync policy has done so far
     await raw.bgrewriteaof()
-    deadline = time.monotonic() + 60
-    while not await _rewrite_done(raw):
-        assert time.monotonic() < deadline, await raw.info("persistence")
-        await asyncio.sleep(0.05)
+    await eventually_async(lambda: _rewrite_done(raw), 60, what="the AOF rewrite")
     pid = redis_service.pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)  # a crash: no shutdown, no final fsync

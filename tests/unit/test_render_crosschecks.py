@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -118,4 +119,16 @@ def test_a_wildcard_role_holds_every_permission(tmp_path: Path) -> None:
             "PLANT": {"admin": read_only, "support": ["*"]},
         }
     }
+    # only the wildcard roles hold orders:write on CP: the config renders, wildcards kept
     render.render_all(EXAMPLE, tmp_path / "out", overrides=overrides)
+    runtime = json.loads((tmp_path / "out" / "authz" / "runtime.json").read_text())
+    assert runtime["rbac"]["CP"]["viewer"] == ["*"]
+    assert runtime["rbac"]["PLANT"]["support"] == ["*"]
+    # the same roles without the wildcard: no CP role holds orders:write any more
+    overrides["rbac"]["CP"]["viewer"] = read_only
+    with pytest.raises(ConfigError) as caught:
+        render.render_all(EXAMPLE, tmp_path / "refused", overrides=overrides)
+    assert caught.value.reason == (
+        "route 'orders-create': no CP role holds 'orders:write', "
+        "so entry point 'cp' can never authorize the route"
+    )

@@ -16,6 +16,7 @@ from authz_service.audit.chain import GENESIS, record_hash
 from authz_service.audit.framing import decode_record, read_frames
 from authz_service.audit.journal import Journal, JournalUnavailableError
 from authz_service.audit.segments import LOCK_FILE, journal_bytes
+from tests.support.waiting import eventually_async
 
 
 def _row(number: int) -> dict[str, Any]:
@@ -125,11 +126,10 @@ async def test_the_directory_is_locked_while_the_writer_lives(tmp_path: Path) ->
 
 
 async def _until(predicate: Any, what: str) -> None:
-    for _ in range(400):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
+    async def holds() -> bool:
+        return bool(predicate())
+
+    await eventually_async(holds, 4, what=what)
 
 
 async def test_over_the_bound_it_refuses_then_recovers_when_segments_go(tmp_path: Path) -> None:

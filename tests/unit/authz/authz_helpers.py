@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authz_service.adapters.memory_budget import InProcessLedger
 from authz_service.adapters.policy_evaluator import PolicyEvaluator
@@ -27,11 +25,12 @@ from authz_service.settings import IssuerConfig
 from authz_service.tokens import TokenVerifier, TrustedIssuer
 from gateway_contract.route_facts import RouteFacts
 from gateway_contract.runtime import RuntimeConfig
+from tests.support import issuers
 
-HS_ISSUER = "https://dev.test"
-RS_ISSUER = "https://rs.test"
-AUDIENCE = "gateway"
-SECRET = "unit-test-secret-0123456789abcdef0123"
+# tests/support's issuers and keys, under the names these tests use
+HS_ISSUER, RS_ISSUER = issuers.ISSUER, issuers.RS_ISSUER
+AUDIENCE, SECRET = issuers.AUDIENCE, issuers.SECRET
+RsaKey = issuers.RsaKey
 POLICY_DIR = Path(__file__).resolve().parents[3] / "policies"
 
 RUNTIME = {
@@ -64,24 +63,9 @@ RUNTIME = {
 }
 
 
-@dataclass
-class RsaKey:
-    private_pem: bytes
-    public_pem: str
-
-
-@pytest.fixture(scope="session")
-def rsa_key() -> RsaKey:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return RsaKey(private_pem, public_pem.decode())
+@pytest.fixture(scope="session", name="rsa_key")
+def rsa_key_fixture() -> RsaKey:
+    return issuers.rsa_key()
 
 
 @pytest.fixture

@@ -2,10 +2,10 @@
 
 from tests.unit.authz.authz_helpers import (
     policy_engine,
-    rsa_key,
+    rsa_key_fixture,
     runtime_config,
     runtime_file,
     verifier,
 )
 
-__all__ = ["policy_engine", "rsa_key", "runtime_config", "runtime_file", "verifier"]
+__all__ = ["policy_engine", "rsa_key_fixture", "runtime_config", "runtime_file", "verifier"]

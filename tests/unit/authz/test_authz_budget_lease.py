@@ -16,6 +16,7 @@ from authz_service.ports import (
     BudgetWindow,
     consumption_if,
 )
+from tests.support.waiting import eventually_async
 
 
 class FakeLedger:
@@ -91,12 +92,18 @@ def _store(ledger: FakeLedger, clock: Clock, max_units: int = 100) -> LeasedBudg
     return LeasedBudgetStore(ledger, max_units=max_units, seconds=1.0, clock=clock)
 
 
+async def _tasks_run_to_their_first_wait() -> None:
+    """One turn of the event loop: the tasks just created run, in order, up to their first
+    wait (the ledger's gate). No clock is involved."""
+    await asyncio.sleep(0)
+
+
 async def test_concurrent_requests_share_one_refill() -> None:
     ledger, clock = FakeLedger(), Clock()
     store = _store(ledger, clock)
     ledger.gate.clear()
     pending = [asyncio.create_task(store.consume([DAY, MONTH], 1)) for _ in range(50)]
-    await asyncio.sleep(0)
+    await _tasks_run_to_their_first_wait()
     ledger.gate.set()
     results = await asyncio.gather(*pending)
     assert len(ledger.reserves) == 1
@@ -141,7 +148,7 @@ async def test_a_denial_is_asked_of_the_ledger_and_shared_with_waiters() -> None
     assert (await store.consume([window], 2)).used == (50,)
     ledger.gate.clear()
     pending = [asyncio.create_task(store.consume([window], cost)) for cost in (2, 3, 2, 1)]
-    await asyncio.sleep(0)
+    await _tasks_run_to_their_first_wait()
     ledger.gate.set()
     results = await asyncio.gather(*pending)
     assert [r.allowed for r in results] == [False] * 4
@@ -193,9 +200,9 @@ async def test_close_waits_for_a_refill_in_flight() -> None:
     store = _store(ledger, clock)
     ledger.gate.clear()
     request = asyncio.create_task(store.consume([DAY], 1))
-    await asyncio.sleep(0)
+    await _tasks_run_to_their_first_wait()
     closing = asyncio.create_task(store.close())
-    await asyncio.sleep(0)
+    await _tasks_run_to_their_first_wait()
     ledger.gate.set()
     assert (await request).allowed
     await closing
@@ -240,7 +247,7 @@ async def test_a_ledger_failure_reaches_every_waiter_and_loses_the_give_back() -
     ledger.gate.clear()
     ledger.failing = True
     pending = [asyncio.create_task(store.consume([DAY], 1)) for _ in range(3)]
-    await asyncio.sleep(0)
+    await _tasks_run_to_their_first_wait()
     ledger.gate.set()
     results = await asyncio.gather(*pending, return_exceptions=True)
     assert all(isinstance(r, DependencyUnavailableError) for r in results)
@@ -257,7 +264,7 @@ async def test_a_cancelled_request_does_not_cancel_the_refill_others_wait_for() 
     ledger.gate.clear()
     first = asyncio.create_task(store.consume([DAY], 1))
     second = asyncio.create_task(store.consume([DAY], 1))
-    await asyncio.sleep(0)
+    await _tasks_run_to_their_first_wait()
     first.cancel()
     ledger.gate.set()
     assert (await second).allowed
@@ -277,9 +284,10 @@ async def test_the_sweeper_gives_back_without_any_request() -> None:
     ledger = FakeLedger()
     store = LeasedBudgetStore(ledger, max_units=10, seconds=0.05)
     await store.consume([DAY], 1)
-    for _ in range(100):
-        if ledger.released:
-            break
-        await asyncio.sleep(0.01)
+
+    async def released() -> bool:
+        return bool(ledger.released)
+
+    await eventually_async(released, 1, what="the sweeper's give-back")
     assert ledger.counters[DAY.key] == 1
     await store.close()

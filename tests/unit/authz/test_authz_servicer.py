@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-from envoy.service.auth.v3 import attribute_context_pb2 as ac
 from envoy.service.auth.v3 import external_auth_pb2 as ext
 
 from authz_service.devtokens import sign_dev_token
@@ -16,6 +15,7 @@ from authz_service.servicer import AuthorizationService
 from authz_service.tokens import TokenVerifier
 from gateway_contract.headers import IDENTITY_HEADERS
 from gateway_contract.runtime import RuntimeConfig
+from tests.support.check_requests import check_request
 from tests.unit.authz.authz_helpers import (
     AUDIENCE,
     HS_ISSUER,
@@ -45,14 +45,8 @@ def _request(token: str | None, **context: str) -> ext.CheckRequest:
         "x-causation-id": "cause-9",
         "user-agent": "test/1",
     }
-    if token is not None:
-        headers["authorization"] = f"Bearer {token}"
-    http = ac.AttributeContext.HttpRequest(method="GET", path="/api/v1/orders?x=1", headers=headers)
-    return ext.CheckRequest(
-        attributes=ac.AttributeContext(
-            request=ac.AttributeContext.Request(http=http),
-            context_extensions={**CONTEXT, **context},
-        )
+    return check_request(
+        path="/api/v1/orders?x=1", token=token, headers=headers, context={**CONTEXT, **context}
     )
 
 
@@ -210,7 +204,7 @@ async def test_redis_down_fails_closed_unless_budget_fails_open(
 
 class _SlowEngine(FakePolicyEngine):
     async def evaluate(self, path: str, input_doc: Any) -> Any:
-        await asyncio.sleep(10)
+        await asyncio.sleep(10)  # the behaviour under test: a policy slower than the deadline
 
 
 async def test_a_check_never_outlives_its_deadline(
@@ -281,7 +275,7 @@ async def test_the_answer_waits_for_its_record_to_be_written(
     check = asyncio.create_task(_check(service, _request(_token())))
     while not audit.rows:
         await asyncio.sleep(0)
-    for _ in range(5):
+    for _ in range(5):  # turns of the loop in which a wrong answer would go out (no clock)
         await asyncio.sleep(0)
     assert not check.done(), "answered before the journal had the record"
     written.set_result(None)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from envoy.service.auth.v3 import attribute_context_pb2 as ac
 from envoy.service.auth.v3 import external_auth_pb2 as ext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,6 +15,7 @@ from authz_service.pipeline import FailOpen
 from authz_service.servicer import AuthorizationService
 from authz_service.tokens import TokenVerifier
 from gateway_contract.runtime import RuntimeConfig
+from tests.support.check_requests import check_request
 from tests.unit.authz.authz_helpers import (
     AUDIENCE,
     HS_ISSUER,
@@ -46,16 +46,9 @@ ORDER = ("authenticate", "authorize", "policy", "budget")
 
 
 def _request(token: str | None, shadow: str | None) -> ext.CheckRequest:
-    headers = {"x-request-id": "req-s", "x-correlation-id": "corr-s"}
-    if token is not None:
-        headers["authorization"] = f"Bearer {token}"
     context = dict(CONTEXT) if shadow is None else {**CONTEXT, "shadow": shadow}
-    http = ac.AttributeContext.HttpRequest(method="GET", path="/api/v1/orders", headers=headers)
-    return ext.CheckRequest(
-        attributes=ac.AttributeContext(
-            request=ac.AttributeContext.Request(http=http), context_extensions=context
-        )
-    )
+    headers = {"x-request-id": "req-s", "x-correlation-id": "corr-s"}
+    return check_request(token=token, headers=headers, context=context)
 
 
 def _token(role: str = "customer") -> str:
