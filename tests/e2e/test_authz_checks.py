@@ -36,7 +36,8 @@ def _claims(**overrides: Any) -> dict[str, Any]:
         "customer_id": "cust-1",
         "iat": now,
         "nbf": now,
-        "exp": now + 600,
+        # an hour: tables build their tokens at collection, minutes before they run
+        "exp": now + 3600,
     }
     claims.update(overrides)
     return claims

@@ -30,7 +30,8 @@ def _b64(data: bytes) -> str:
 
 def _signed(header: dict[str, Any], **claims: Any) -> str:
     now = int(time.time())
-    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "u", "exp": now + 300, "roles": ["customer"],
+    # an hour: these rows are signed at collection, minutes before they run
+    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "u", "exp": now + 3600, "roles": ["customer"],
             "customer_id": "c", **claims}  # fmt: skip
     signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(body).encode())}"
     mac = hmac.new(HS256_SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()

@@ -35,7 +35,8 @@ def _claims(**overrides: Any) -> dict[str, Any]:
         "sub": "user-1",
         "iat": now,
         "nbf": now,
-        "exp": now + 300,
+        # an hour: parametrize tables build their tokens at collection, minutes before they run
+        "exp": now + 3600,
         "roles": ["customer"],
         "customer_id": "cust-1",
     }

@@ -53,7 +53,8 @@ def valid_claims(now: int, **overrides: Any) -> dict[str, Any]:
         "sub": "user-1",
         "iat": now,
         "nbf": now,
-        "exp": now + 600,
+        # an hour: tables build their tokens at collection, minutes before they run
+        "exp": now + 3600,
         "roles": ["customer"],
         "customer_id": "cust-1",
         "jti": "j-1",
