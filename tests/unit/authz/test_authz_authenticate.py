@@ -24,23 +24,12 @@ from tests.unit.authz.authz_helpers import (
     RsaKey,
     check_context,
 )
-from tests.unit.authz.token_cases import hs256, signed
+from tests.unit.authz.token_cases import hs256, signed, valid_claims
 
 
 def _claims(**overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "iss": HS_ISSUER,
-        "aud": AUDIENCE,
-        "sub": "user-1",
-        "iat": now,
-        "nbf": now,
-        # an hour: parametrize tables build their tokens at collection, minutes before they run
-        "exp": now + 3600,
-        "roles": ["customer"],
-        "customer_id": "cust-1",
-    }
-    claims.update(overrides)
+    """token_cases' valid claims; an override of None leaves the claim out."""
+    claims = valid_claims(int(time.time()), **overrides)
     return {k: v for k, v in claims.items() if v is not None}
 
 
