@@ -36,7 +36,7 @@ SMOKE_USER, SMOKE_CUSTOMER = "ci-user", "cust-ci"
 TRIAL_DAY_LIMIT = 100  # config/gateway.yaml: budgets.plans.trial.api_calls.day
 MAX_SPEND_REQUESTS = 150  # bounded even if the budget were never enforced
 AUDIT_WAIT_SECONDS = 60.0
-ROTATION_REQUESTS = 20  # of about 1 KB of access log each: past a 4 KiB rotation size
+ROTATION_REQUESTS = 20  # of about 500 B of access log each: past a 4 KiB rotation size
 GENERATIONS_QUERY = """
 SELECT source_id, segment FROM gateway_audit_ship_state WHERE source_kind = 'access_log'
 """
@@ -221,7 +221,13 @@ def run_rotation(smoke: Smoke) -> None:
 
 
 def check_rotation(smoke: Smoke, database_url: str) -> None:
-    """Each access log's committed generation moved past 1: rotated, reopened by Envoy."""
+    """Each access log's committed generation moved past 1: rotated, reopened by Envoy.
+
+    Envoy reopens a log at its next write after /reopen_logs, not at the request itself, and
+    the shipper moves to the next generation only once the new file exists. So a log rotated
+    after its last request stays at generation 1 until traffic resumes: every pass sends one
+    request to each entry that has not moved yet (at most one per entry per pass, bounded).
+    """
     deadline = time.monotonic() + AUDIT_WAIT_SECONDS
     while True:
         with psycopg.connect(database_url, connect_timeout=10) as conn:
@@ -230,6 +236,8 @@ def check_rotation(smoke: Smoke, database_url: str) -> None:
                    if source.endswith(f"/{entry}.log") and generation >= 2}  # fmt: skip
         if rotated == set(ENTRIES) or time.monotonic() > deadline:
             break
+        for entry in set(ENTRIES) - rotated:
+            send(f"{smoke.urls[entry]}/api/v1/status")
         time.sleep(0.5)
     if rotated != set(ENTRIES):
         smoke.failures.append(f"access logs not rotated: {sorted(set(ENTRIES) - rotated)} "
