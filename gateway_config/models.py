@@ -93,6 +93,14 @@ class Upstream(_Strict):
     # Envoy's gcp_authn filter adds (a Cloud Run service that only its invokers may call).
     tls: bool = False
     id_token_audience: str | None = Field(default=None, pattern=r"^https://")
+    # The client's bearer token stops at the gateway: the upstream gets the identity headers,
+    # and a token in its logs could be replayed against the gateway until it expires. true:
+    # the upstream verifies the token itself or calls on with it.
+    forward_authorization: bool = False
+    # The upstream gets Host `host:port`, not whatever Host (or absolute-URI authority) a
+    # client sent: links, redirects and cache keys it builds from Host stay its own. true:
+    # the upstream serves several virtual hosts by the client's Host (and must check it).
+    preserve_host: bool = False
 
     @model_validator(mode="after")
     def _id_token_over_tls(self) -> Upstream:
