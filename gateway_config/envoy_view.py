@@ -51,6 +51,8 @@ ID_TOKEN_HEADER = "x-serverless-authorization"
 # the route rds.yaml.j2 renders for the entry point's readiness path: health-check traffic,
 # left out of the audit access log
 READINESS_ROUTE = "readiness"
+# the Server header of every reply: not Envoy's name and version, nor the upstream's
+SERVER_NAME = "gateway"
 
 
 def _seconds(ms: int) -> str:
@@ -296,6 +298,7 @@ def entry_point_view(
         "correlation_header": CORRELATION_HEADER,
         "causation_header": CAUSATION_HEADER,
         "client_ip_header": CLIENT_IP_HEADER,
+        "server_name": SERVER_NAME,
         "forwarded_for_header": FORWARDED_FOR_HEADER,
         "methods": list(HTTP_METHODS),
         "authz_header_prefix": AUTHZ_HEADER_PREFIX,
