@@ -16,6 +16,7 @@ from gateway_config.models import (
     Route,
     Upstream,
 )
+from gateway_contract.access_log import AUDIT_USER_AGENT_MAX_BYTES
 from gateway_contract.headers import (
     AUTHORIZATION_HEADER,
     AUTHZ_HEADER_PREFIX,
@@ -299,6 +300,7 @@ def entry_point_view(
         "causation_header": CAUSATION_HEADER,
         "client_ip_header": CLIENT_IP_HEADER,
         "server_name": SERVER_NAME,
+        "audit_user_agent_max_bytes": AUDIT_USER_AGENT_MAX_BYTES,
         "forwarded_for_header": FORWARDED_FOR_HEADER,
         "methods": list(HTTP_METHODS),
         "authz_header_prefix": AUTHZ_HEADER_PREFIX,
