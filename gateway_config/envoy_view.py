@@ -145,7 +145,8 @@ def _listeners(name: str, entry: EntryPoint) -> list[dict[str, Any]]:
     public_strip = [*identity, CAUSATION_HEADER, *CLIENT_CLAIM_HEADERS]
     listeners = [
         {"name": name, "address": entry.address, "port": entry.port,
-         "strip_headers": public_strip, "internal": False, "xff_trusted_hops": 0},
+         "strip_headers": public_strip, "internal": False,
+         "xff_trusted_hops": entry.xff_trusted_hops},
     ]  # fmt: skip
     if entry.internal is not None:
         listeners.append(

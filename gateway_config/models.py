@@ -61,6 +61,11 @@ class EntryPoint(_Strict):
     # Required on an entry point others forward to (a `via` target), refused elsewhere.
     internal: InternalListener | None = None
     readiness_path: str = Field(default="/ready", pattern=r"^/[A-Za-z0-9/_.-]*$")
+    # Proxies in front of the public listener that append the client's address to
+    # x-forwarded-for and are trusted to (a load balancer, Cloud Run's front end): the client
+    # is the address the outermost trusted one appended, which the gateway then vouches for
+    # (x-client-ip, x-forwarded-for, the audit). 0: the TCP peer is the client.
+    xff_trusted_hops: int = Field(default=0, ge=0, le=8)
     # How the hops that forward to it connect (render --target): the port on `host` (default:
     # `port`; 443 for a Cloud Run URL), HTTPS, and the audience of the Google ID token it needs.
     hop_port: Port | None = None
