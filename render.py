@@ -143,6 +143,7 @@ def render_config(
                 correlation_id,
                 sets_causation_id=entry.via is not None,
                 transport=config.authz.transport,
+                max_path_bytes=config.limits.max_path_bytes,
             ),
         }
         for kind in DYNAMIC_FILES:

@@ -32,7 +32,7 @@ _DEADLINE_MARGIN_SECONDS = 0.02
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
     max_headers: int = 64
-    max_head_bytes: int = 32 * 1024
+    max_head_bytes: int = 64 * 1024
     max_pipelined: int = 32
     header_timeout_seconds: float = 10.0
     idle_timeout_seconds: float = 300.0

@@ -25,7 +25,12 @@ from prometheus_client import Counter
 
 from authz_service.pipeline import Pipeline
 from authz_service.ports import PolicyEngine, PolicyEngineFactory, PolicyLoadError
-from gateway_contract.runtime import RuntimeConfigError, check_policy_headers, load_runtime_config
+from gateway_contract.runtime import (
+    RuntimeConfigError,
+    check_http_head_limit,
+    check_policy_headers,
+    load_runtime_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,7 @@ class Reloader:
         embedded: bool,
         retire_after_seconds: float,
         engine_factory: PolicyEngineFactory,
+        http_max_head_bytes: int | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._runtime_config = runtime_config
@@ -73,6 +79,7 @@ class Reloader:
         self._embedded = embedded
         self._retire_after = retire_after_seconds
         self._factory = engine_factory  # the embedded engine (wiring.py: RegopyEngine)
+        self._http_max_head_bytes = http_max_head_bytes  # None: no HTTP transport
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -86,6 +93,8 @@ class Reloader:
             try:
                 config = await asyncio.to_thread(load_runtime_config, self._runtime_config)
                 check_policy_headers(self._runtime_config, config, self._pipeline.policy.headers)
+                if self._http_max_head_bytes is not None:
+                    check_http_head_limit(self._runtime_config, config, self._http_max_head_bytes)
                 revision = await asyncio.to_thread(policy_revision, self._policy_dir)
                 engine = await asyncio.to_thread(
                     self._factory, self._policy_dir, config.policy_paths()

@@ -79,7 +79,10 @@ class Settings(BaseSettings):
     )
     http_max_headers: int = Field(64, ge=8, description="Header fields one HTTP check may have.")
     http_max_head_bytes: int = Field(
-        32 * 1024, ge=4096, description="Bytes of one HTTP check's request line and headers."
+        64 * 1024,
+        ge=4096,
+        description="Bytes of one HTTP check's request line and headers (at least what Envoy "
+        "can send: runtime.json's max_check_head_bytes, else the service refuses to start).",
     )
     http_max_pipelined: int = Field(
         32, ge=1, description="HTTP checks in flight per connection (reading pauses beyond)."

@@ -22,7 +22,11 @@ from authz_service.ports import BudgetStore, KeySource, PolicyEngine
 from authz_service.reload import Reloader, policy_revision
 from authz_service.settings import IssuerConfig, Settings
 from authz_service.tokens import TokenVerifier, TrustedIssuer
-from gateway_contract.runtime import check_policy_headers, load_runtime_config
+from gateway_contract.runtime import (
+    check_http_head_limit,
+    check_policy_headers,
+    load_runtime_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +80,8 @@ def build_components(settings: Settings) -> Components:
     """Must run inside the event loop (the HTTP session and Redis pool belong to it)."""
     config = load_runtime_config(settings.runtime_config)
     check_policy_headers(settings.runtime_config, config, settings.policy_headers)
+    if settings.http_address:
+        check_http_head_limit(settings.runtime_config, config, settings.http_max_head_bytes)
     session = aiohttp.ClientSession() if any(i.jwks_url for i in settings.jwt_issuers) else None
     issuers = {
         i.issuer: TrustedIssuer(
@@ -135,6 +141,7 @@ def build_components(settings: Settings) -> Components:
         embedded=not settings.opa_url,
         retire_after_seconds=settings.check_timeout_seconds + 5,
         engine_factory=RegopyEngine,
+        http_max_head_bytes=settings.http_max_head_bytes if settings.http_address else None,
     )
 
     async def policy_healthy() -> bool:

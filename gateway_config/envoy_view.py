@@ -8,14 +8,25 @@ from typing import Any
 
 from gateway_config.access_logs import access_log_path
 from gateway_config.local_replies import UNSUPPORTED_METHOD_DETAIL, UPSTREAM_ERROR
-from gateway_config.models import HTTP_METHODS, EntryPoint, GatewayConfig, HealthCheck, Route
+from gateway_config.models import (
+    HTTP_METHODS,
+    EntryPoint,
+    GatewayConfig,
+    HealthCheck,
+    Route,
+    Upstream,
+)
+from gateway_contract.access_log import AUDIT_USER_AGENT_MAX_BYTES
 from gateway_contract.headers import (
+    AUTHORIZATION_HEADER,
     AUTHZ_HEADER_PREFIX,
     CAUSATION_HEADER,
+    CLIENT_CLAIM_HEADERS,
     CLIENT_IP_HEADER,
     CORRELATION_HEADER,
     DECISION_HEADER,
     DENIAL_CLIENT_HEADERS,
+    FORWARDED_FOR_HEADER,
     IDENTITY_HEADERS,
     PEER_HEADER,
     ROUTE_FACTS_HEADER,
@@ -41,6 +52,8 @@ ID_TOKEN_HEADER = "x-serverless-authorization"
 # the route rds.yaml.j2 renders for the entry point's readiness path: health-check traffic,
 # left out of the audit access log
 READINESS_ROUTE = "readiness"
+# the Server header of every reply: not Envoy's name and version, nor the upstream's
+SERVER_NAME = "gateway"
 
 
 def _seconds(ms: int) -> str:
@@ -102,9 +115,22 @@ def _route_cluster(entry: EntryPoint, route: Route) -> str:
     return _gateway_cluster_name(entry.via) if entry.via else route.upstream
 
 
-def _host_rewrite(cluster: dict[str, Any]) -> str | None:
-    """A TLS hop is a virtual host of its own (Cloud Run routes by Host): send it its name."""
-    return str(cluster["host"]) if cluster["tls"] else None
+def _host_rewrite(cluster: dict[str, Any], upstream: Upstream | None) -> str | None:
+    """The Host a route sends: a TLS hop or upstream is a virtual host of its own (Cloud Run
+    routes by Host): its name; an upstream its own authority unless it keeps the client's."""
+    if cluster["tls"]:
+        return str(cluster["host"])
+    if upstream is None or upstream.preserve_host:
+        return None
+    return f"{upstream.host}:{upstream.port}"
+
+
+def _removed_headers(upstream: Upstream | None) -> list[str]:
+    """Request headers a route to an upstream drops: the client's bearer token, unless the
+    upstream is to get it (a hop keeps it: the next listener checks it again)."""
+    if upstream is None or upstream.forward_authorization:
+        return []
+    return [AUTHORIZATION_HEADER]
 
 
 def _listeners(name: str, entry: EntryPoint) -> list[dict[str, Any]]:
@@ -112,11 +138,15 @@ def _listeners(name: str, entry: EntryPoint) -> list[dict[str, Any]]:
 
     Clients can never set x-causation-id (nor any identity header): the public listener
     strips it. Only the internal listener, which only hops reach, keeps the one a hop set.
+    Neither passes a client's claim about the request (CLIENT_CLAIM_HEADERS): a hop never
+    sets one either.
     """
-    public_strip = [h for h in IDENTITY_HEADERS if h != CORRELATION_HEADER] + [CAUSATION_HEADER]
+    identity = [h for h in IDENTITY_HEADERS if h != CORRELATION_HEADER]
+    public_strip = [*identity, CAUSATION_HEADER, *CLIENT_CLAIM_HEADERS]
     listeners = [
         {"name": name, "address": entry.address, "port": entry.port,
-         "strip_headers": public_strip, "internal": False, "xff_trusted_hops": 0},
+         "strip_headers": public_strip, "internal": False,
+         "xff_trusted_hops": entry.xff_trusted_hops},
     ]  # fmt: skip
     if entry.internal is not None:
         listeners.append(
@@ -199,12 +229,17 @@ def _route_views(
     by_name = {cluster["name"]: cluster for cluster in clusters}
     # the budget is charged once, by the hop that reaches the upstream (PLANT), not per hop
     charges_budget = entry.via is None
+
+    def upstream(route: Route) -> Upstream | None:
+        return config.upstreams[route.upstream] if entry.via is None else None
+
     return [
         {
             "id": route.id,
             "match": envoy_route_match(runtime.routes[route.id]),
             "cluster": _route_cluster(entry, route),
-            "host_rewrite": _host_rewrite(by_name[_route_cluster(entry, route)]),
+            "host_rewrite": _host_rewrite(by_name[_route_cluster(entry, route)], upstream(route)),
+            "remove_headers": _removed_headers(upstream(route)),
             "timeout": _seconds(route.timeout_ms or config.limits.request_timeout_ms),
             "public": route.public,
             "max_request_bytes": route.max_request_bytes,
@@ -265,6 +300,9 @@ def entry_point_view(
         "correlation_header": CORRELATION_HEADER,
         "causation_header": CAUSATION_HEADER,
         "client_ip_header": CLIENT_IP_HEADER,
+        "server_name": SERVER_NAME,
+        "audit_user_agent_max_bytes": AUDIT_USER_AGENT_MAX_BYTES,
+        "forwarded_for_header": FORWARDED_FOR_HEADER,
         "methods": list(HTTP_METHODS),
         "authz_header_prefix": AUTHZ_HEADER_PREFIX,
         "unsupported_method_detail": UNSUPPORTED_METHOD_DETAIL,

@@ -60,6 +60,8 @@ LOCAL_REPLIES: tuple[LocalReply, ...] = (
                detail="%LOCAL_REPLY_BODY%"),
     LocalReply(f"response.code == 501 && {LUA_RESPONSE}", 501, "not_implemented",
                "Not implemented", detail="%LOCAL_REPLY_BODY%"),
+    LocalReply(f"response.code == 400 && {LUA_RESPONSE}", 400, "bad_request", "Bad request",
+               detail="%LOCAL_REPLY_BODY%"),
     # request forms the connection manager refuses before any filter: not a permission matter
     # (Envoy says 403) nor a missing resource (404), but something the gateway does not do
     LocalReply("response.code_details == 'upgrade_failed'", 501, "not_implemented",

@@ -61,6 +61,11 @@ class EntryPoint(_Strict):
     # Required on an entry point others forward to (a `via` target), refused elsewhere.
     internal: InternalListener | None = None
     readiness_path: str = Field(default="/ready", pattern=r"^/[A-Za-z0-9/_.-]*$")
+    # Proxies in front of the public listener that append the client's address to
+    # x-forwarded-for and are trusted to (a load balancer, Cloud Run's front end): the client
+    # is the address the outermost trusted one appended, which the gateway then vouches for
+    # (x-client-ip, x-forwarded-for, the audit). 0: the TCP peer is the client.
+    xff_trusted_hops: int = Field(default=0, ge=0, le=8)
     # How the hops that forward to it connect (render --target): the port on `host` (default:
     # `port`; 443 for a Cloud Run URL), HTTPS, and the audience of the Google ID token it needs.
     hop_port: Port | None = None
@@ -93,6 +98,14 @@ class Upstream(_Strict):
     # Envoy's gcp_authn filter adds (a Cloud Run service that only its invokers may call).
     tls: bool = False
     id_token_audience: str | None = Field(default=None, pattern=r"^https://")
+    # The client's bearer token stops at the gateway: the upstream gets the identity headers,
+    # and a token in its logs could be replayed against the gateway until it expires. true:
+    # the upstream verifies the token itself or calls on with it.
+    forward_authorization: bool = False
+    # The upstream gets Host `host:port`, not whatever Host (or absolute-URI authority) a
+    # client sent: links, redirects and cache keys it builds from Host stay its own. true:
+    # the upstream serves several virtual hosts by the client's Host (and must check it).
+    preserve_host: bool = False
 
     @model_validator(mode="after")
     def _id_token_over_tls(self) -> Upstream:

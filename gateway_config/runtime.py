@@ -6,6 +6,7 @@ import hashlib
 import json
 
 from gateway_config.models import GatewayConfig, Route
+from gateway_contract.http_check import max_check_head_bytes
 from gateway_contract.runtime import BudgetCost, GatewayType, PathMatch, RouteRule, RuntimeConfig
 
 # Bumped when the rendering itself changes, so equal inputs with a new renderer differ.
@@ -58,4 +59,5 @@ def to_runtime_config(config: GatewayConfig, revision: str) -> RuntimeConfig:
         budgets=config.budgets,
         shadow=config.shadow.stages(),
         sent_headers=config.authz.check_request_headers(),
+        max_check_head_bytes=max_check_head_bytes(config.limits.max_request_headers_kb),
     )

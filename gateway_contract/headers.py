@@ -30,6 +30,35 @@ IDENTITY_HEADERS: tuple[str, ...] = (
 # client copy; the audit row's client_ip, the same Envoy's access log records.
 CLIENT_IP_HEADER = "x-client-ip"
 
+# What only the gateway can say about a request, in the headers proxies and frameworks use to
+# say it: the client's address (x-forwarded-for is replaced by the vouched address instead),
+# the host, port and prefix the client used, and a method or target other than the one routed
+# (many frameworks honour these). A client's copy would reach the backend as the gateway's
+# word, or make the backend serve another request than the one RBAC and the policy allowed:
+# Envoy's Lua filter drops them on every listener.
+CLIENT_CLAIM_HEADERS: tuple[str, ...] = (
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-cluster-client-ip",
+    "x-original-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-original-host",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-method",
+    "x-original-url",
+    "x-rewrite-url",
+)
+# Set by Envoy's Lua filter on every listener to the one address it vouches for (as
+# x-client-ip), so no client-written entry reaches the policy or the backend.
+FORWARDED_FOR_HEADER = "x-forwarded-for"
+
 # Request headers the service reads from every check (its CheckContext, the authenticate
 # stage, the audit row). Envoy's ext_authz filter sends these plus the policy headers and
 # nothing else (`allowed_headers`): a client's big request costs Envoy and Python no more.

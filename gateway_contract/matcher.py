@@ -54,20 +54,35 @@ def _dot_segment(segment: str) -> str | None:
     return name if name in (".", "..") and (name == segment or segment[len(name)] == ";") else None
 
 
-def _remove_dot_segments(path: str) -> str:
-    segments = path.split("/")[1:]
-    kept: list[str] = []
-    for index, segment in enumerate(segments):
+def _decoded(segment: str) -> str:
+    return _ESCAPE.sub(_decode_unreserved, segment)
+
+
+def _hidden_dots(raw: str) -> bool:
+    """A segment of percent-encoded dots with a `;` parameter (`%2e%2e;x`): Envoy decodes it
+    but does not read it as a dot segment, while backends that drop `;` parameters (Tomcat,
+    Jetty) read `..;x` as `..`; the gateway refuses what still holds one (request_ids.lua.j2)."""
+    name, semicolon, _ = raw.partition(";")
+    return bool(semicolon) and name not in (".", "..") and _decoded(name) in (".", "..")
+
+
+def _remove_dot_segments(raw_path: str) -> tuple[str, bool]:
+    """The path without its dot segments, and whether a hidden-dots segment is left in it."""
+    segments = raw_path.split("/")[1:]
+    kept: list[tuple[str, bool]] = []
+    for index, raw in enumerate(segments):
         last = index == len(segments) - 1
-        dots = _dot_segment(segment)
+        hidden = _hidden_dots(raw)
+        segment = _decoded(raw)
+        dots = None if hidden else _dot_segment(segment)
         if dots is None:
-            kept.append(segment)
+            kept.append((segment, hidden))
             continue
         if dots == ".." and kept:
             kept.pop()
         if last:
-            kept.append("")  # /a/b/.. is /a/, a directory
-    return "/" + "/".join(kept)
+            kept.append(("", False))  # /a/b/.. is /a/, a directory
+    return "/" + "/".join(segment for segment, _ in kept), any(h for _, h in kept)
 
 
 def envoy_path(target: str) -> str | None:
@@ -76,9 +91,10 @@ def envoy_path(target: str) -> str | None:
     request line cannot hold).
 
     The query is left as it is. The path: percent-encoded unreserved characters decoded,
-    `\\` read as `/`, `"<>^`{|}` percent-encoded, dot segments removed (also `.;x` and `..;x`),
-    then repeated slashes merged. Matches what Envoy 1.40 does with ENVOY_PATH_HANDLING
-    (checked against the real Envoy by tests/e2e/test_route_crosscheck.py).
+    `\\` read as `/`, `"<>^`{|}` percent-encoded, dot segments removed (also `.;x` and `..;x`;
+    None when a segment of encoded dots with a `;` parameter is left, which the gateway's Lua
+    filter refuses), then repeated slashes merged. Matches what Envoy 1.40 does with
+    ENVOY_PATH_HANDLING (checked against the real Envoy by tests/e2e/test_route_crosscheck.py).
     """
     if not target.startswith("/") or "#" in target:
         return None
@@ -87,10 +103,12 @@ def envoy_path(target: str) -> str | None:
     path, mark, query = target.partition("?")
     if _ESCAPED_SLASH.search(path) or "%00" in path:
         return None
-    path = _ESCAPE.sub(_decode_unreserved, path).replace("\\", "/")
+    path = path.replace("\\", "/")
     path = "".join(f"%{ord(char):02X}" if char in _ESCAPED_IN_PATH else char for char in path)
-    path = re.sub(r"/{2,}", "/", _remove_dot_segments(path))
-    return path + mark + query
+    path, hidden_dots = _remove_dot_segments(path)
+    if hidden_dots:
+        return None
+    return re.sub(r"/{2,}", "/", path) + mark + query
 
 
 @lru_cache(maxsize=256)

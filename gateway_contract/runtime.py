@@ -130,6 +130,9 @@ class RuntimeConfig(_Strict):
     shadow: tuple[ShadowStage, ...] = ()
     # The headers Envoy sends in a CheckRequest (None: every header, as without a filter list).
     sent_headers: tuple[str, ...] | None = None
+    # The largest HTTP check head Envoy can send (http_check.max_check_head_bytes of its header
+    # limit; None: not rendered). The HTTP transport must take every such check.
+    max_check_head_bytes: int | None = Field(default=None, ge=1)
 
     def policy_paths(self) -> tuple[str, ...]:
         """The policy paths the routes ask for (compiled ahead by the embedded engine)."""
@@ -168,6 +171,19 @@ def check_policy_headers(path: Path, config: RuntimeConfig, wanted: tuple[str, .
             f"{path}: sent_headers: Envoy does not send {', '.join(unsent)}, which "
             "AUTHZ_POLICY_HEADERS passes to the policy: add them to authz.policy_headers in the "
             "gateway config and render again"
+        )
+
+
+def check_http_head_limit(path: Path, config: RuntimeConfig, max_head_bytes: int) -> None:
+    """Refuse a config whose Envoy can send HTTP checks larger than the service takes: a
+    request Envoy and the gRPC transport accept would get the transport's own 431, with no
+    decision in its audit row."""
+    bound = config.max_check_head_bytes
+    if bound is not None and bound > max_head_bytes:
+        raise RuntimeConfigError(
+            f"{path}: max_check_head_bytes: Envoy can send checks of {bound} bytes of head, "
+            f"more than AUTHZ_HTTP_MAX_HEAD_BYTES ({max_head_bytes}): raise it to at least "
+            f"{bound}, or lower limits.max_request_headers_kb in the gateway config"
         )
 
 

@@ -10,6 +10,7 @@ from authz_service.audit.record import AuditRecord
 from authz_service.check_context import CheckContext
 from authz_service.errors import ErrorCode, Stage
 from authz_service.pipeline import CheckOutcome
+from gateway_contract.access_log import audit_user_agent
 
 # the stages in the order the pipeline runs them: a cancelled check was in the first not done
 PIPELINE_ORDER = (Stage.AUTHENTICATE, Stage.AUTHORIZE, Stage.POLICY, Stage.BUDGET, Stage.DECIDE)
@@ -41,7 +42,7 @@ def audit_record(check: CheckContext, out: CheckOutcome, latency_ms: float) -> A
         budget_used=budget.used if budget else None,
         budget_limit=budget.limit if budget else None,
         client_ip=check.client_ip,
-        user_agent=check.headers.get("user-agent"),
+        user_agent=audit_user_agent(check.headers.get("user-agent")),
         authz_latency_ms=latency_ms,
         config_revision=check.route.config_revision or None,
         service_version=__version__,

@@ -214,3 +214,30 @@ async def test_cli_prints_a_readable_trace(
     assert 'permission_needed: "orders:read"' in printed
     assert await asyncio.to_thread(admin_cli.main, ["--admin-address", address, "reload"]) == 0
     assert capsys.readouterr().out.startswith("reload applied")
+
+
+async def test_reload_refuses_checks_larger_than_the_http_transport_takes(
+    tmp_path: Path, redis_service: RedisService
+) -> None:
+    """A re-rendered config whose Envoy may send bigger check heads than AUTHZ_HTTP_MAX_HEAD_BYTES
+    is refused like a bad policy: the HTTP transport would answer those requests with its own
+    431 (no decision, no audit reason); the running revision stays."""
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICY_DIR, policies)
+    http = f"127.0.0.1:{free_port()}"
+    settings = _settings(
+        tmp_path, policies, redis_url=redis_service.url, http_address=http,
+        http_max_head_bytes=64 * 1024,
+    )  # fmt: skip
+    async for running in _serve(settings, policies):
+        runtime = json.loads(running.runtime.read_text())
+        for revision, head_bytes, applied in [
+            ("big", 64 * 1024 + 1, False),
+            ("fits", 64 * 1024, True),
+        ]:
+            runtime["revision"], runtime["max_check_head_bytes"] = revision, head_bytes
+            running.runtime.write_text(json.dumps(runtime))
+            reply = await running.admin.Reload(pb.ReloadRequest(), timeout=10)
+            assert reply.applied is applied, reply.error
+            assert ("AUTHZ_HTTP_MAX_HEAD_BYTES" in reply.error) is not applied
+            assert reply.config_revision == (revision if applied else RUNTIME["revision"])

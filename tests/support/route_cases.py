@@ -29,6 +29,10 @@ TARGETS: tuple[str, ...] = (
     "/api//v1///orders", "/api/v1/./orders", "/api/v1/x/../orders", "/api/v1/orders/..",
     "/api/v1/orders/../admin", "/api/v1/orders/%2e%2e/admin", "/api/v1/orders/..;/admin",
     "/api/v1/orders\\..\\admin", "/api/v1/orders/.;x", "/../api/v1/orders",
+    # encoded dots before a `;` parameter: Envoy decodes them and leaves the segment, which
+    # backends that drop `;` parameters (Tomcat, Jetty) read as `..`: refused
+    "/api/v1/orders/%2e%2e;/admin", "/api/v1/orders/.%2E;x/admin", "/api/v1/orders/%2e;/admin",
+    "/api/v1/orders/%2e;/../admin", "/api/v1/admin/%2e%2e;/orders", "/api/v1/orders/..%3b/admin",
     "/api/v1/reports", "/api/v1/reports/2026", "/api/v1/reportsx", "/api/v1/reports%2Fx",
     "/api/v1/admin", "/api/v1/admin/", "/api/v1/admin/users", "/api/v1/adminx",
     "/api/v1/me", "/api/v1/me/", "/api/v1/me?x", "/api/v1/m%65",

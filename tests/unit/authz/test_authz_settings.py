@@ -126,3 +126,33 @@ def test_serve_refuses_policy_headers_envoy_never_sends(
         assert "authz.policy_headers" in err
     else:
         assert "Envoy does not send" not in err
+
+
+@pytest.mark.parametrize(
+    ("headers_kb", "max_head_bytes", "refused"),
+    [(60, None, False), (60, "40000", True), (120, None, True), (120, str(124 * 1024), False)],
+)
+def test_serve_refuses_an_http_head_limit_below_what_envoy_can_send(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    headers_kb: int,
+    max_head_bytes: str | None,
+    refused: bool,
+) -> None:
+    """A request Envoy admits (its max_request_headers_kb) must never meet the HTTP
+    transport's own 431 (hostile pass 2026-11-30: a 40 KB User-Agent did, unaudited)."""
+    overrides = ["--set", f"limits.max_request_headers_kb={headers_kb}"]
+    assert render.main(["--config", str(EXAMPLE), "--out", str(tmp_path), *overrides]) == 0
+    _issuers(monkeypatch, HS)
+    monkeypatch.setenv("AUTHZ_RUNTIME_CONFIG", str(tmp_path / "authz" / "runtime.json"))
+    monkeypatch.setenv("AUTHZ_AUDIT_JOURNAL_DIR", str(tmp_path / "journal"))
+    if max_head_bytes is not None:
+        monkeypatch.setenv("AUTHZ_HTTP_MAX_HEAD_BYTES", max_head_bytes)
+    monkeypatch.setenv("AUTHZ_HTTP_ADDRESS", "127.0.0.1:1")
+    monkeypatch.setenv("AUTHZ_GRPC_ADDRESS", "127.0.0.1:not-a-port")  # stops a run that starts
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert ("AUTHZ_HTTP_MAX_HEAD_BYTES" in err) == refused, err
+    if refused:
+        assert "limits.max_request_headers_kb" in err
