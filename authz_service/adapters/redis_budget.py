@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import uuid
 from collections.abc import Sequence
 
 import redis.asyncio as redis_async
@@ -18,6 +20,24 @@ from authz_service.ports import (
 )
 from gateway_contract.runtime import BudgetSubject, Window
 
+log = logging.getLogger(__name__)
+
+# The ledger's identity: set once (NX) by the first service to use this Redis database, then
+# checked by every script. Counters that vanish with it (FLUSHALL, FLUSHDB, a restart without
+# persistence, an empty Redis swapped in) would hand every subject its whole budget again; a
+# missing or different identity is a ledger lost, which fails closed (docs/ARCHITECTURE.md).
+LEDGER_KEY = "budget:ledger"
+LEDGER_LOST = "ledger_lost"
+# the guard every window script starts with: ARGV's last two are the ledger key and identity
+_LEDGER_GUARD = """
+if redis.call('GET', ARGV[#ARGV - 1]) ~= ARGV[#ARGV] then return {-1} end
+"""
+# adopt the ledger this database has, or start one: one atomic step for every worker
+ADOPT_LEDGER = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+"""
+
 
 def counter_key(subject: BudgetSubject, metric: str, window: Window, period: str) -> str:
     """`budget:{kind:id}:metric:window:period`; one key per subject kind, id and window.
@@ -30,9 +50,12 @@ def counter_key(subject: BudgetSubject, metric: str, window: Window, period: str
     return f"budget:{{{subject.kind}:{escaped}}}:{metric}:{window}:{period}"
 
 
-# KEYS: one counter per window. ARGV[1]: cost; then limit_i, ttl_i per key.
-# Returns {1, used_1, ...} after consuming, or {0, exceeded_index (1-based), used_1, ...}.
-CHECK_AND_CONSUME = """
+# KEYS: one counter per window. ARGV[1]: cost; then limit_i, ttl_i per key (then the ledger's).
+# Returns {1, used_1, ...} after consuming, or {0, exceeded_index (1-based), used_1, ...}, or
+# {-1} when the ledger is lost.
+CHECK_AND_CONSUME = (
+    _LEDGER_GUARD
+    + """
 local cost = tonumber(ARGV[1])
 local used = {}
 for i, key in ipairs(KEYS) do
@@ -56,13 +79,16 @@ for i, key in ipairs(KEYS) do
 end
 return consumed
 """
+)
 
 # A worker's lease (authz_service/adapters/budget_lease.py). KEYS: one counter per window.
 # ARGV: cost, most, divisor, give_back, then limit_i, ttl_i per key. The give-back is the unused
 # rest of this worker's previous block: it never takes a counter below zero and never recreates
 # an expired one. Returns {block, used_1, ...} (usage before the reservation) or, when refused,
-# {0, exceeded_index (1-based), used_1, ...}.
-RESERVE = """
+# {0, exceeded_index (1-based), used_1, ...}; {-1} when the ledger is lost.
+RESERVE = (
+    _LEDGER_GUARD
+    + """
 local cost, most = tonumber(ARGV[1]), tonumber(ARGV[2])
 local divisor, back = tonumber(ARGV[3]), tonumber(ARGV[4])
 local used = {}
@@ -93,9 +119,13 @@ for i, key in ipairs(KEYS) do
 end
 return granted
 """
+)
 
 # KEYS: the counters of one block; ARGV[1]: its unused units (same floor as RESERVE's give-back).
-RELEASE = """
+# A lost ledger takes nothing back: the counters it would lower are gone or not its own.
+RELEASE = (
+    _LEDGER_GUARD
+    + """
 local back = tonumber(ARGV[1])
 for _, key in ipairs(KEYS) do
   local current = tonumber(redis.call('GET', key) or '0')
@@ -105,10 +135,15 @@ for _, key in ipairs(KEYS) do
 end
 return 0
 """
+)
 
 
 class RedisBudgetStore:
-    """Script registered once (EVALSHA, reloaded by redis-py on NOSCRIPT); one pooled client."""
+    """Scripts registered once (EVALSHA, reloaded by redis-py on NOSCRIPT); one pooled client.
+
+    The first call adopts the database's ledger identity (or starts one); every later script
+    checks it, so counters lost since (a flush, an empty Redis) are refused, never re-spent.
+    """
 
     def __init__(self, url: str, *, timeout_seconds: float) -> None:
         self._timeout = timeout_seconds
@@ -121,24 +156,49 @@ class RedisBudgetStore:
         self._script = self._client.register_script(CHECK_AND_CONSUME)
         self._reserve = self._client.register_script(RESERVE)
         self._release = self._client.register_script(RELEASE)
+        self._adopt = self._client.register_script(ADOPT_LEDGER)
+        self._ledger: bytes | None = None
+        self._lost_logged = False
 
     @staticmethod
     def counter_key(subject: BudgetSubject, metric: str, window: Window, period: str) -> str:
         return counter_key(subject, metric, window, period)
 
+    async def _ledger_id(self) -> bytes:
+        """The identity this store checks: adopted once, on first use (under the timeout)."""
+        if self._ledger is None:
+            reply = await self._adopt(keys=[LEDGER_KEY], args=[uuid.uuid4().hex])
+            self._ledger = reply if isinstance(reply, bytes) else str(reply).encode()
+        return self._ledger
+
+    def _lost(self) -> DependencyUnavailableError:
+        if not self._lost_logged:  # once: every budgeted request would log it otherwise
+            self._lost_logged = True
+            log.error(
+                "budget ledger lost: Redis no longer has the counters this service spent "
+                "against (flushed, restarted without persistence, or replaced); budgeted "
+                "requests fail closed until the authz service is restarted",
+                extra={"ledger_key": LEDGER_KEY},
+            )
+        return DependencyUnavailableError("redis", LEDGER_LOST)
+
     async def _run(
         self, script: AsyncScript, windows: Sequence[BudgetWindow], head: list[int]
     ) -> list[int]:
-        """Run a window script: ARGV is `head`, then limit and TTL per window; ints back."""
-        args = list(head)
+        """Run a window script: ARGV is `head`, limit and TTL per window, the ledger; ints back."""
+        args: list[int | str | bytes] = list(head)
         for window in windows:
             args += [window.limit, window.ttl_seconds]
         try:
             async with asyncio.timeout(self._timeout):
+                args += [LEDGER_KEY, await self._ledger_id()]
                 reply = await script(keys=[w.key for w in windows], args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             raise DependencyUnavailableError("redis", type(exc).__name__) from exc
-        return [int(v) for v in reply]
+        values = [int(v) for v in reply]
+        if values[0] < 0:
+            raise self._lost()
+        return values
 
     async def consume(self, windows: Sequence[BudgetWindow], cost: int) -> BudgetConsumption:
         values = await self._run(self._script, windows, [cost])
@@ -158,11 +218,13 @@ class RedisBudgetStore:
 
     async def release(self, blocks: Sequence[tuple[Sequence[str], int]]) -> None:
         # one round trip for all of them; no transaction: each give-back is atomic on its own
-        pipe = self._client.pipeline(transaction=False)
-        for keys, units in blocks:
-            await self._release(keys=list(keys), args=[units], client=pipe)
         try:
             async with asyncio.timeout(self._timeout * 4):
+                ledger = await self._ledger_id()
+                pipe = self._client.pipeline(transaction=False)
+                for keys, units in blocks:
+                    args: list[int | str | bytes] = [units, LEDGER_KEY, ledger]
+                    await self._release(keys=list(keys), args=args, client=pipe)
                 await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
             raise DependencyUnavailableError("redis", type(exc).__name__) from exc
@@ -172,15 +234,21 @@ class RedisBudgetStore:
             return BudgetConsumption(allowed=True, used=())
         try:
             async with asyncio.timeout(self._timeout):
-                reply = await self._client.mget([w.key for w in windows])
+                ledger = await self._ledger_id()
+                reply = await self._client.mget([LEDGER_KEY, *(w.key for w in windows)])
         except (RedisError, OSError, TimeoutError) as exc:
             raise DependencyUnavailableError("redis", type(exc).__name__) from exc
-        return consumption_if(windows, [int(v or 0) for v in reply], cost)
+        if reply[0] != ledger:
+            raise self._lost()
+        return consumption_if(windows, [int(v or 0) for v in reply[1:]], cost)
 
     async def healthy(self) -> bool:
+        """Redis answers, and still holds the ledger this store adopted (if it adopted one)."""
         try:
             async with asyncio.timeout(self._timeout * 4):
-                return bool(await self._client.ping())
+                if not await self._client.ping():
+                    return False
+                return self._ledger is None or await self._client.get(LEDGER_KEY) == self._ledger
         except (RedisError, OSError, TimeoutError):
             return False
 
