@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -26,7 +27,13 @@ from authz_service.audit.framing import (
     encode_record,
     segment_name,
 )
-from authz_service.audit.segments import LOCK_FILE, journal_bytes, new_journal_id, sync_directory
+from authz_service.audit.segments import (
+    LOCK_FILE,
+    journal_bytes,
+    new_journal_id,
+    segment_tampered,
+    sync_directory,
+)
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +226,13 @@ class Journal:
             view = view[written:]
             self._segment_size += written
             self._written += written
+        self._check_segment()
+
+    def _check_segment(self) -> None:
+        """One fstat per batch, before any of its answers: see `segments.segment_tampered`."""
+        error = segment_tampered(self._fd, segment_name(self._segment), self._segment_size)
+        if error is not None:
+            raise error
 
     async def _sync(self, batch: asyncio.Future[None]) -> None:
         try:
@@ -284,10 +298,35 @@ class Journal:
 
     # --- the bound ---
 
+    def _segment_moved(self, path: Path, inode: int | None) -> OSError | None:
+        """The error when `path` (the open segment, as the shipper finds it) is not our file
+        (the journal directory renamed, replaced or removed: the shipper would never read what
+        this process writes), or our file was changed (`segments.segment_tampered`)."""
+        if self._error is not None or self._fd < 0 or self._syncing:
+            return None  # already abandoned, or about to change segment: next scan
+        if path != self.directory / segment_name(self._segment):
+            return None
+        if inode != os.fstat(self._fd).st_ino:
+            return OSError(errno.ENOENT, f"{path} is no longer the segment this process writes")
+        return segment_tampered(self._fd, path.name, self._segment_size)
+
+    async def _check_in_place(self) -> None:
+        if self._error is not None or self._fd < 0:
+            return
+        path = self.directory / segment_name(self._segment)
+        try:
+            inode: int | None = (await asyncio.to_thread(path.stat)).st_ino
+        except FileNotFoundError:
+            inode = None
+        error = self._segment_moved(path, inode)
+        if error is not None:
+            self._fail(error)
+
     async def _scan_loop(self) -> None:
         """Re-count every journal's bytes off the loop: the shipper's deletions show here."""
         while True:
             await asyncio.sleep(self._scan_interval)
+            await self._check_in_place()
             if self._error is not None and not self._syncing:
                 try:
                     await asyncio.to_thread(self._restart)
