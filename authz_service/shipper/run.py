@@ -75,6 +75,7 @@ class Shipper:
             "rows_total": self._rows_total,
             "held_decisions": len(self.joiner.held),
             "sources": len(self.progress.committed),
+            "missing_journals": sorted(self.journals.missing),
         }
 
     def _rate(self) -> float:
