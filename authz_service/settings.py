@@ -129,6 +129,12 @@ class Settings(BaseSettings):
     redis_url: str = Field("", description="Redis URL; empty uses an in-process ledger (dev only).")
     redis_timeout_seconds: float = Field(0.25, gt=0, description="Timeout of one budget call.")
     budget_fail_open: bool = Field(False, description="Allow when Redis is down (default: 503).")
+    budget_max_clock_skew_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="Budgeted requests fail closed (503) while this host's clock and Redis's "
+        "differ by more: a window's period is read from this host's clock (0: not checked).",
+    )
     budget_lease_max_units: int = Field(
         100,
         ge=0,

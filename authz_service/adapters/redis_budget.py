@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import redis.asyncio as redis_async
 from redis.commands.core import AsyncScript
@@ -28,9 +29,21 @@ log = logging.getLogger(__name__)
 # missing or different identity is a ledger lost, which fails closed (docs/ARCHITECTURE.md).
 LEDGER_KEY = "budget:ledger"
 LEDGER_LOST = "ledger_lost"
-# the guard every window script starts with: ARGV's last two are the ledger key and identity
+# A window's period (which day, which month) is read from this host's clock: a host whose
+# clock is off spends in another period's counters (a day ahead: a whole new day's budget).
+# Redis's clock is the one every instance shares, so a script refuses a caller too far off it.
+CLOCK_SKEW = "clock_skew"
+# the guard every window script starts with. ARGV's last four: the ledger key and identity,
+# the caller's clock (ms) and the largest skew allowed (ms, 0: not checked).
 _LEDGER_GUARD = """
-if redis.call('GET', ARGV[#ARGV - 1]) ~= ARGV[#ARGV] then return {-1} end
+local n = #ARGV
+if redis.call('GET', ARGV[n - 3]) ~= ARGV[n - 2] then return {-1} end
+local most_skew = tonumber(ARGV[n])
+if most_skew > 0 then
+  local now = redis.call('TIME')
+  local skew = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[n - 1])
+  if skew > most_skew or -skew > most_skew then return {-2, skew} end
+end
 """
 # adopt the ledger this database has, or start one: one atomic step for every worker
 ADOPT_LEDGER = """
@@ -145,8 +158,17 @@ class RedisBudgetStore:
     checks it, so counters lost since (a flush, an empty Redis) are refused, never re-spent.
     """
 
-    def __init__(self, url: str, *, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_seconds: float,
+        max_clock_skew_seconds: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._timeout = timeout_seconds
+        self._max_skew_ms = round(max_clock_skew_seconds * 1000)
+        self._clock = clock
         self._client = redis_async.Redis.from_url(
             url,
             socket_timeout=timeout_seconds,
@@ -159,6 +181,7 @@ class RedisBudgetStore:
         self._adopt = self._client.register_script(ADOPT_LEDGER)
         self._ledger: bytes | None = None
         self._lost_logged = False
+        self._skew_logged = False
 
     @staticmethod
     def counter_key(subject: BudgetSubject, metric: str, window: Window, period: str) -> str:
@@ -182,6 +205,17 @@ class RedisBudgetStore:
             )
         return DependencyUnavailableError("redis", LEDGER_LOST)
 
+    def _skewed(self, skew_ms: int) -> DependencyUnavailableError:
+        if not self._skew_logged:  # once per episode: it is logged again after a good call
+            self._skew_logged = True
+            log.error(
+                "clock skew: this host's clock and Redis's differ by %.3f s (at most %.3f s "
+                "allowed); budget windows would be read from the wrong period, so budgeted "
+                "requests fail closed until the clocks agree",
+                skew_ms / 1000, self._max_skew_ms / 1000,
+            )  # fmt: skip
+        return DependencyUnavailableError("redis", CLOCK_SKEW)
+
     async def _run(
         self, script: AsyncScript, windows: Sequence[BudgetWindow], head: list[int]
     ) -> list[int]:
@@ -191,14 +225,22 @@ class RedisBudgetStore:
             args += [window.limit, window.ttl_seconds]
         try:
             async with asyncio.timeout(self._timeout):
-                args += [LEDGER_KEY, await self._ledger_id()]
+                args += [*await self._guard()]
                 reply = await script(keys=[w.key for w in windows], args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             raise DependencyUnavailableError("redis", type(exc).__name__) from exc
         values = [int(v) for v in reply]
-        if values[0] < 0:
+        if values[0] == -1:
             raise self._lost()
+        if values[0] == -2:
+            raise self._skewed(values[1])
+        self._skew_logged = False
         return values
+
+    async def _guard(self) -> tuple[str, bytes, int, int]:
+        """The guard's ARGV: ledger key and identity, this host's clock, the skew allowed."""
+        ledger = await self._ledger_id()
+        return LEDGER_KEY, ledger, round(self._clock() * 1000), self._max_skew_ms
 
     async def consume(self, windows: Sequence[BudgetWindow], cost: int) -> BudgetConsumption:
         values = await self._run(self._script, windows, [cost])
@@ -220,10 +262,10 @@ class RedisBudgetStore:
         # one round trip for all of them; no transaction: each give-back is atomic on its own
         try:
             async with asyncio.timeout(self._timeout * 4):
-                ledger = await self._ledger_id()
+                guard = await self._guard()
                 pipe = self._client.pipeline(transaction=False)
                 for keys, units in blocks:
-                    args: list[int | str | bytes] = [units, LEDGER_KEY, ledger]
+                    args: list[int | str | bytes] = [units, *guard]
                     await self._release(keys=list(keys), args=args, client=pipe)
                 await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
@@ -243,10 +285,12 @@ class RedisBudgetStore:
         return consumption_if(windows, [int(v or 0) for v in reply[1:]], cost)
 
     async def healthy(self) -> bool:
-        """Redis answers, and still holds the ledger this store adopted (if it adopted one)."""
+        """Redis answers, holds the ledger this store adopted (if any), and agrees on the time."""
         try:
             async with asyncio.timeout(self._timeout * 4):
-                if not await self._client.ping():
+                seconds, micros = await self._client.time()
+                skew_ms = abs(seconds * 1000 + micros // 1000 - round(self._clock() * 1000))
+                if self._max_skew_ms and skew_ms > self._max_skew_ms:
                     return False
                 return self._ledger is None or await self._client.get(LEDGER_KEY) == self._ledger
         except (RedisError, OSError, TimeoutError):

@@ -1,4 +1,4 @@
-"""Budgets when Redis loses its counters: refused (fail closed), never spent a second time.
+"""Redis as the budgets' one truth: a lost ledger or a skewed clock fails closed, never re-spends.
 
 Faults pass of 2026-11-30: an exhausted trial customer got 30 more 200s after `FLUSHALL`
 (`make up`, PLANT /api/v1/orders: 100 allowed, 30 refused; FLUSHALL; 30 of 30 allowed). Any
@@ -9,6 +9,7 @@ them apart.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -18,7 +19,12 @@ import redis.asyncio as redis_async
 
 from authz_service.adapters.budget_lease import LeasedBudgetStore
 from authz_service.adapters.peeking_budget import PeekingBudgetStore
-from authz_service.adapters.redis_budget import LEDGER_KEY, LEDGER_LOST, RedisBudgetStore
+from authz_service.adapters.redis_budget import (
+    CLOCK_SKEW,
+    LEDGER_KEY,
+    LEDGER_LOST,
+    RedisBudgetStore,
+)
 from authz_service.errors import DependencyUnavailableError
 from authz_service.ports import BudgetStore
 from authz_service.stages.budget import consume_budget
@@ -143,3 +149,48 @@ async def test_a_restarted_service_starts_a_new_ledger_on_an_empty_redis(
     finally:
         await first.close()
         await second.close()
+
+
+SKEWS = {"a day ahead": 86_400.0, "a day behind": -86_400.0, "a minute ahead": 60.0}
+
+
+@pytest.mark.parametrize("skew", sorted(SKEWS))
+async def test_a_host_whose_clock_is_off_is_refused_not_given_another_period(
+    private_redis: RedisService, skew: str
+) -> None:
+    """A window's period comes from the host's clock: a host a day ahead spent tomorrow's
+    counters (a whole day's budget again for every subject). The scripts compare it with
+    Redis's clock, which every instance shares."""
+    offset = SKEWS[skew]
+
+    def skewed() -> float:
+        return time.time() + offset
+
+    acme = f"cust-acme-{uuid.uuid4().hex[:8]}"
+    budgets = trial_budgets(acme, "nobody")
+    honest = RedisBudgetStore(private_redis.url, timeout_seconds=2)
+    off = RedisBudgetStore(private_redis.url, timeout_seconds=2, clock=skewed)
+    try:
+        spent = await spend(honest, customer_principal(acme), budgets, ACME_DAY + 1)
+        assert allowed_count(spent) == ACME_DAY
+        with pytest.raises(DependencyUnavailableError) as refused:
+            await consume_budget(check_context(), customer_principal(acme), budgets, off, skewed)
+        assert (refused.value.dependency, refused.value.reason) == ("redis", CLOCK_SKEW)
+        assert not await off.healthy()
+        assert await honest.healthy()
+    finally:
+        await honest.close()
+        await off.close()
+
+
+async def test_the_skew_check_can_be_turned_off(private_redis: RedisService) -> None:
+    acme = f"cust-acme-{uuid.uuid4().hex[:8]}"
+    unchecked = RedisBudgetStore(
+        private_redis.url, timeout_seconds=2, max_clock_skew_seconds=0,
+        clock=lambda: time.time() + 3600,
+    )  # fmt: skip
+    try:
+        spent = await spend(unchecked, customer_principal(acme), trial_budgets(acme, "n"), 1)
+        assert allowed_count(spent) == 1
+    finally:
+        await unchecked.close()
