@@ -20,7 +20,16 @@ from authz_service.shipper import metrics
 from devstack import PostgresService
 from devstack.provision import Provisioned
 from tests.integration._audit_db import provisioned_database
-from tests.integration._shipping import decision, findings, journal, rows, ship_all, shipper
+from tests.integration._shipping import (
+    decision,
+    envoy_line,
+    findings,
+    journal,
+    manifest,
+    rows,
+    ship_all,
+    shipper,
+)
 from tests.support.waiting import eventually_async
 
 
@@ -108,3 +117,31 @@ async def test_a_segment_removed_before_it_was_shipped_is_counted(
     await opened.close()
     assert _damaged("segment_missing") == missing + 1
     assert len(rows(database.reader_dsn)) < 12
+
+
+# Faults pass 2026-11-30: `: > plant.log` (what logrotate's copytruncate does) under `make up`;
+# Envoy appends from the new end, the shipper waited at its old offset (354,028): the next
+# requests' rows never got their completion, backlog 0, shipper healthy, nothing logged.
+REFILLS = {"emptied": 3, "emptied and refilled past the shipped offset": 40}
+
+
+@pytest.mark.parametrize("case", sorted(REFILLS))
+async def test_an_access_log_cut_in_place_is_read_again_from_its_start_and_counted(
+    tmp_path: Path, database: Provisioned, case: str
+) -> None:
+    path = tmp_path / "logs" / "plant.log"
+    path.parent.mkdir()
+    path.write_bytes(b"".join(envoy_line(f"t4-old-{i}") for i in range(20)))
+    running = shipper(database.shipper_dsn, tmp_path / "j", manifest(tmp_path, {"plant": path}))
+    await ship_all(running)
+    # lines of the same length: the new file has a newline exactly at the old offset too
+    new = [f"t4-new-{i}" for i in range(REFILLS[case])]
+    path.write_bytes(b"".join(envoy_line(request_id) for request_id in new))  # cut, then Envoy
+    truncated = float(metrics.DAMAGED.labels(source="access_log", reason="truncated")._value.get())
+    await ship_all(running)
+    completed = {r["request_id"] for r in rows(database.reader_dsn, "completed_at IS NOT NULL")}
+    assert completed == {f"t4-old-{i}" for i in range(20)} | set(new)
+    assert metrics.DAMAGED.labels(source="access_log", reason="truncated")._value.get() == (
+        truncated + 1
+    )
+    assert await findings(database.reader_dsn) == []
