@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     worker_index: int | None = Field(
         None, ge=0, description="Set by the supervisor for each worker (not by operators)."
     )
+    worker_heartbeat_fd: int | None = Field(
+        None, ge=0, description="Set by the supervisor: where a worker's event loop beats."
+    )
+    worker_hang_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="A worker whose event loop has not beaten for this long (hung: blocked, "
+        "stopped) is killed and restarted; it still holds its share of the port (0: never).",
+    )
     http_max_headers: int = Field(64, ge=8, description="Header fields one HTTP check may have.")
     http_max_head_bytes: int = Field(
         32 * 1024, ge=4096, description="Bytes of one HTTP check's request line and headers."
