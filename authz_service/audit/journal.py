@@ -15,6 +15,7 @@ import errno
 import fcntl
 import logging
 import os
+import shutil
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, Literal
@@ -108,13 +109,20 @@ class Journal:
         self.root.mkdir(parents=True, exist_ok=True)
         building = self.root / f".{self.journal_id}.new"
         building.mkdir()
-        self._lock_fd = os.open(building / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self.directory = building
-        self._segment = 0
-        self._open_segment()
-        self._sync_directory()
-        building.rename(self.root / self.journal_id)
+        try:
+            self._lock_fd = os.open(building / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.directory = building
+            self._segment = 0
+            self._open_segment()
+            self._sync_directory()
+            building.rename(self.root / self.journal_id)
+        except OSError:
+            # a full disk retries every scan: no descriptor and no half-built directory may
+            # be left behind by each attempt (they would pile up for as long as it is full)
+            self._close_files()
+            shutil.rmtree(building, ignore_errors=True)
+            raise
         self.directory = self.root / self.journal_id
         self._sync_directory(self.root)
         self._new_segment = False
@@ -283,6 +291,9 @@ class Journal:
         self._error = f"journal write failed: {error}"
         metrics.JOURNAL_ERRORS.inc()
         log.error("audit journal %s: %s; refusing checks", self.directory, error)
+        self._close_files()
+
+    def _close_files(self) -> None:
         for fd in (self._fd, self._lock_fd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
