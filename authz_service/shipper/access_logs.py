@@ -86,18 +86,26 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def post_admin(admin: str, path: str, timeout: float = 2.0) -> int:
-    """POST `path` to an Envoy admin (`host:port` or `unix:<socket>`); its status code."""
+def ask_admin(
+    admin: str, path: str, method: str = "POST", timeout: float = 2.0
+) -> tuple[int, bytes]:
+    """`method path` to an Envoy admin (`host:port` or `unix:<socket>`): status and body."""
     if admin.startswith("unix:"):
         connection: http.client.HTTPConnection = _UnixHTTPConnection(admin[5:], timeout)
     else:
         host, _, port = admin.rpartition(":")
         connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
-        connection.request("POST", path)
-        return connection.getresponse().status
+        connection.request(method, path)
+        reply = connection.getresponse()
+        return reply.status, reply.read()
     finally:
         connection.close()
+
+
+def post_admin(admin: str, path: str, timeout: float = 2.0) -> int:
+    """POST `path` to an Envoy admin (`host:port` or `unix:<socket>`); its status code."""
+    return ask_admin(admin, path, "POST", timeout)[0]
 
 
 def rotated(stream: Stream, generation: int) -> Path:
