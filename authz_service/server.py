@@ -27,6 +27,7 @@ from authz_service.metrics import start_metrics_server
 from authz_service.servicer import AuthorizationService
 from authz_service.settings import RETIRED_SETTINGS, Settings
 from authz_service.wiring import Components, build_components
+from authz_service.workers import beat
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,10 @@ async def serve(settings: Settings, started: asyncio.Event | None = None) -> Non
         asyncio.create_task(_watch_health(board, components, settings.health_interval_seconds)),
         asyncio.create_task(_watch_journal(board, journal)),
     ]
+    # beats until the very end: a worker draining is not hung
+    heart = None if settings.worker_heartbeat_fd is None else asyncio.create_task(
+        beat(settings.worker_heartbeat_fd)
+    )  # fmt: skip
     log.info(
         "authz service listening",
         extra={"grpc": settings.grpc_address, "http": settings.http_address},
@@ -249,4 +254,6 @@ async def serve(settings: Settings, started: asyncio.Event | None = None) -> Non
         await components.close()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        if heart is not None:
+            heart.cancel()
         log.info("stopped")

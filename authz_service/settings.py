@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     worker_index: int | None = Field(
         None, ge=0, description="Set by the supervisor for each worker (not by operators)."
     )
+    worker_heartbeat_fd: int | None = Field(
+        None, ge=0, description="Set by the supervisor: where a worker's event loop beats."
+    )
+    worker_hang_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="A worker whose event loop has not beaten for this long (hung: blocked, "
+        "stopped) is killed and restarted; it still holds its share of the port (0: never).",
+    )
     http_max_headers: int = Field(64, ge=8, description="Header fields one HTTP check may have.")
     http_max_head_bytes: int = Field(
         64 * 1024,
@@ -132,6 +141,12 @@ class Settings(BaseSettings):
     redis_url: str = Field("", description="Redis URL; empty uses an in-process ledger (dev only).")
     redis_timeout_seconds: float = Field(0.25, gt=0, description="Timeout of one budget call.")
     budget_fail_open: bool = Field(False, description="Allow when Redis is down (default: 503).")
+    budget_max_clock_skew_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="Budgeted requests fail closed (503) while this host's clock and Redis's "
+        "differ by more: a window's period is read from this host's clock (0: not checked).",
+    )
     budget_lease_max_units: int = Field(
         100,
         ge=0,

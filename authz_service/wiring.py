@@ -107,7 +107,11 @@ def build_components(settings: Settings) -> Components:
     store: BudgetStore
     if settings.redis_url:
         store = leased(
-            RedisBudgetStore(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds),
+            RedisBudgetStore(
+                settings.redis_url,
+                timeout_seconds=settings.redis_timeout_seconds,
+                max_clock_skew_seconds=settings.budget_max_clock_skew_seconds,
+            ),
             max_units=settings.budget_lease_max_units,
             seconds=settings.budget_lease_seconds,
         )

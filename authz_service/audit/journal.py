@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
+import shutil
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +28,13 @@ from authz_service.audit.framing import (
     encode_record,
     segment_name,
 )
-from authz_service.audit.segments import LOCK_FILE, journal_bytes, new_journal_id, sync_directory
+from authz_service.audit.segments import (
+    LOCK_FILE,
+    journal_bytes,
+    new_journal_id,
+    segment_tampered,
+    sync_directory,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +109,20 @@ class Journal:
         self.root.mkdir(parents=True, exist_ok=True)
         building = self.root / f".{self.journal_id}.new"
         building.mkdir()
-        self._lock_fd = os.open(building / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self.directory = building
-        self._segment = 0
-        self._open_segment()
-        self._sync_directory()
-        building.rename(self.root / self.journal_id)
+        try:
+            self._lock_fd = os.open(building / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.directory = building
+            self._segment = 0
+            self._open_segment()
+            self._sync_directory()
+            building.rename(self.root / self.journal_id)
+        except OSError:
+            # a full disk retries every scan: no descriptor and no half-built directory may
+            # be left behind by each attempt (they would pile up for as long as it is full)
+            self._close_files()
+            shutil.rmtree(building, ignore_errors=True)
+            raise
         self.directory = self.root / self.journal_id
         self._sync_directory(self.root)
         self._new_segment = False
@@ -219,6 +234,13 @@ class Journal:
             view = view[written:]
             self._segment_size += written
             self._written += written
+        self._check_segment()
+
+    def _check_segment(self) -> None:
+        """One fstat per batch, before any of its answers: see `segments.segment_tampered`."""
+        error = segment_tampered(self._fd, segment_name(self._segment), self._segment_size)
+        if error is not None:
+            raise error
 
     async def _sync(self, batch: asyncio.Future[None]) -> None:
         try:
@@ -269,6 +291,9 @@ class Journal:
         self._error = f"journal write failed: {error}"
         metrics.JOURNAL_ERRORS.inc()
         log.error("audit journal %s: %s; refusing checks", self.directory, error)
+        self._close_files()
+
+    def _close_files(self) -> None:
         for fd in (self._fd, self._lock_fd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
@@ -284,10 +309,35 @@ class Journal:
 
     # --- the bound ---
 
+    def _segment_moved(self, path: Path, inode: int | None) -> OSError | None:
+        """The error when `path` (the open segment, as the shipper finds it) is not our file
+        (the journal directory renamed, replaced or removed: the shipper would never read what
+        this process writes), or our file was changed (`segments.segment_tampered`)."""
+        if self._error is not None or self._fd < 0 or self._syncing:
+            return None  # already abandoned, or about to change segment: next scan
+        if path != self.directory / segment_name(self._segment):
+            return None
+        if inode != os.fstat(self._fd).st_ino:
+            return OSError(errno.ENOENT, f"{path} is no longer the segment this process writes")
+        return segment_tampered(self._fd, path.name, self._segment_size)
+
+    async def _check_in_place(self) -> None:
+        if self._error is not None or self._fd < 0:
+            return
+        path = self.directory / segment_name(self._segment)
+        try:
+            inode: int | None = (await asyncio.to_thread(path.stat)).st_ino
+        except FileNotFoundError:
+            inode = None
+        error = self._segment_moved(path, inode)
+        if error is not None:
+            self._fail(error)
+
     async def _scan_loop(self) -> None:
         """Re-count every journal's bytes off the loop: the shipper's deletions show here."""
         while True:
             await asyncio.sleep(self._scan_interval)
+            await self._check_in_place()
             if self._error is not None and not self._syncing:
                 try:
                     await asyncio.to_thread(self._restart)

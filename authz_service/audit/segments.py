@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import time
@@ -41,3 +42,15 @@ def sync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def segment_tampered(fd: int, name: str, written: int) -> OSError | None:
+    """The error when the open segment `fd` is no longer what its writer wrote: removed (its
+    records would go nowhere, answered as if journaled), truncated, or appended to by someone
+    else (the shipper's offsets would no longer match); None when it is intact."""
+    info = os.fstat(fd)
+    if info.st_nlink == 0:
+        return OSError(errno.ENOENT, f"segment {name} was removed while open")
+    if info.st_size != written:
+        return OSError(errno.EIO, f"segment {name} is {info.st_size} bytes, {written} written")
+    return None

@@ -28,6 +28,8 @@ from authz_service.shipper.model import Item, Position, Progress, SourceKey
 
 log = logging.getLogger(__name__)
 
+TAIL_BYTES = 16384  # of the last line read, checked against the file before reading on
+
 FIRST = Position(1, 0)
 READ_CHUNK = 8 << 20  # at most this much of a file per read
 REOPEN_RETRY_SECONDS = 1.0
@@ -84,18 +86,26 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def post_admin(admin: str, path: str, timeout: float = 2.0) -> int:
-    """POST `path` to an Envoy admin (`host:port` or `unix:<socket>`); its status code."""
+def ask_admin(
+    admin: str, path: str, method: str = "POST", timeout: float = 2.0
+) -> tuple[int, bytes]:
+    """`method path` to an Envoy admin (`host:port` or `unix:<socket>`): status and body."""
     if admin.startswith("unix:"):
         connection: http.client.HTTPConnection = _UnixHTTPConnection(admin[5:], timeout)
     else:
         host, _, port = admin.rpartition(":")
         connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
-        connection.request("POST", path)
-        return connection.getresponse().status
+        connection.request(method, path)
+        reply = connection.getresponse()
+        return reply.status, reply.read()
     finally:
         connection.close()
+
+
+def post_admin(admin: str, path: str, timeout: float = 2.0) -> int:
+    """POST `path` to an Envoy admin (`host:port` or `unix:<socket>`); its status code."""
+    return ask_admin(admin, path, "POST", timeout)[0]
 
 
 def rotated(stream: Stream, generation: int) -> Path:
@@ -107,6 +117,9 @@ class _Cursor:
     position: Position
     chain: Chain
     reopen_asked: float = 0.0  # monotonic time of the last /reopen_logs
+    # the bytes that end at `position` (the last line read, with its newline), to tell the
+    # file still holds them; after a restart only the newline is known
+    tail: bytes = b"\n"
 
 
 class AccessLogReader:
@@ -157,11 +170,15 @@ class AccessLogReader:
         path, closed = self._current(stream, generation)
         try:
             with path.open("rb") as log_file:
-                log_file.seek(offset)
+                tail = cursor.tail[-offset:] if offset else b""
+                log_file.seek(offset - len(tail))
+                joint = log_file.read(len(tail))  # still the end of the last line read?
                 data = log_file.read(max(0, min(READ_CHUNK, upto - offset)))
                 size = os.fstat(log_file.fileno()).st_size
         except FileNotFoundError:
             return []
+        if joint != tail or size < offset:
+            return [self._truncated(path, key, cursor, size)]
         items = self._lines(key, cursor, data, budget)
         if not closed or len(items) >= budget or offset + len(data) != upto or size != upto:
             return items
@@ -175,16 +192,31 @@ class AccessLogReader:
         items.append(Item(key, cursor.position, cursor.chain.seq, cursor.chain.last_hash))
         return items
 
+    @staticmethod
+    def _truncated(path: Path, key: SourceKey, cursor: _Cursor, size: int) -> Item:
+        """The file no longer holds what was shipped from it (`: > log`, logrotate's
+        copytruncate): Envoy appends from its new end, so read it again from the start. The
+        lines written after the last one shipped and before the cut are lost: counted, logged."""
+        generation, offset = cursor.position
+        metrics.DAMAGED.labels(source="access_log", reason="truncated").inc()
+        log.error(
+            "access log %s: cut below the shipped offset %d (now %d bytes; truncated or "
+            "replaced in place); lines between the last shipped and the cut are lost; reading "
+            "it again from the start", path, offset, size,
+        )  # fmt: skip
+        cursor.position, cursor.tail = Position(generation, 0), b"\n"
+        return Item(key, cursor.position, cursor.chain.seq, cursor.chain.last_hash)
+
     def _lines(self, key: SourceKey, cursor: _Cursor, data: bytes, budget: int) -> list[Item]:
         items: list[Item] = []
         generation, start = cursor.position.segment, cursor.position.offset
         read_at_us = time.time_ns() // 1000
-        find, at = data.find, 0
+        find, at, line_start = data.find, 0, 0
         while len(items) < budget:
             newline = find(b"\n", at)
             if newline < 0:
                 break  # a line Envoy is still writing
-            raw, at = data[at:newline], newline + 1
+            line_start, raw, at = at, data[at:newline], newline + 1
             position = Position(generation, start + at)
             cursor.position = position
             if not raw or raw.isspace():
@@ -202,6 +234,8 @@ class AccessLogReader:
             seq, digest = cursor.chain.seq, cursor.chain.last_hash
             at_us = int(row.get("started_at") or 0)
             items.append(Item(key, position, seq, digest, "completion", row, at_us, raw))
+        if at:
+            cursor.tail = data[max(line_start, at - TAIL_BYTES) : at]
         return items
 
     def after_commit(self) -> None:

@@ -68,6 +68,8 @@ class JournalReader:
         self.root = root
         self._progress = progress
         self._cursors: dict[SourceKey, _Cursor] = {}
+        self.missing: set[str] = set()  # journals begun and not finished, now gone from disk
+        self._cut: set[tuple[SourceKey, int]] = set()  # (journal, segment) reported truncated
 
     def _cursor(self, key: SourceKey) -> _Cursor:
         cursor = self._cursors.get(key)
@@ -79,7 +81,9 @@ class JournalReader:
     def read(self, budget: int) -> list[Item]:
         items: list[Item] = []
         with contextlib.suppress(FileNotFoundError):
-            for name in sorted(os.listdir(self.root)):
+            names = sorted(os.listdir(self.root))
+            self._note_missing(set(names))
+            for name in names:
                 directory = self.root / name
                 if len(items) >= budget or name.startswith(".") or not directory.is_dir():
                     continue  # a hidden one is a journal being created
@@ -89,6 +93,23 @@ class JournalReader:
                     continue  # shipped; removed by cleanup
                 items += self._read_journal(directory, key, budget - len(items))
         return items
+
+    def _note_missing(self, present: set[str]) -> None:
+        """A journal shipped in part whose directory is gone lost its unshipped records: say so
+        once, count it, list it in /health. Its state stays unfinished: a journal directory
+        that comes back (a disk remounted) is read on from where it was."""
+        for key, state in self._progress.committed.items():
+            if key.kind != "journal" or state.finished or key.id in self.missing:
+                continue
+            if key.id not in present:
+                self.missing.add(key.id)
+                metrics.DAMAGED.labels(source="journal", reason="journal_missing").inc()
+                log.error(
+                    "audit journal %s: directory gone before it was shipped (shipped up to seq "
+                    "%d); its later records are lost", self.root / key.id, state.seq,
+                )  # fmt: skip
+        self.missing &= {key.id for key, s in self._progress.committed.items() if not s.finished}
+        self.missing -= present
 
     def _skip_to(self, key: SourceKey, cursor: _Cursor, position: Position) -> Item:
         cursor.position = position
@@ -101,8 +122,8 @@ class JournalReader:
             current = cursor.position.segment
             later = [n for n in segments if n > current]
             if current not in segments:
-                if later:  # removed by hand, or lost: say so and go on
-                    log.error("audit journal %s: segment %d is missing", directory, current)
+                if later:  # removed by hand, or lost: say so, count it and go on
+                    self._missing_segments(directory, current, later[0])
                     items.append(self._skip_to(key, cursor, Position(later[0], 0)))
                     continue
                 if writer_gone(directory):
@@ -114,19 +135,31 @@ class JournalReader:
             if len(items) >= budget or not sealed or cursor.position.segment != current:
                 break
             if later:  # this one is done: on to the next
+                self._missing_segments(directory, current + 1, later[0])
                 items.append(self._skip_to(key, cursor, Position(later[0], 0)))
                 continue
             self._progress.finishing.add(key)  # its writer is gone and all of it is read
             break
         return items
 
+    @staticmethod
+    def _missing_segments(directory: Path, first: int, after: int) -> None:
+        """Segments `first` .. `after - 1` are gone unshipped: removed by hand, or lost."""
+        for number in range(first, after):
+            metrics.DAMAGED.labels(source="journal", reason="segment_missing").inc()
+            log.error("audit journal %s: segment %d is missing", directory, number)
+
     def _read_segment(
         self, path: Path, key: SourceKey, cursor: _Cursor, budget: int, sealed: bool
     ) -> list[Item]:
         with path.open("rb") as segment:
+            size = os.fstat(segment.fileno()).st_size
             segment.seek(cursor.position.offset)
             data = segment.read()
         start = cursor.position.offset
+        if size < start and sealed and (key, cursor.position.segment) not in self._cut:
+            self._cut.add((key, cursor.position.segment))  # read again until committed: once
+            self._damaged(path, Damage(size, start - size, "segment_truncated"))
         frames = read_frames(data, start, limit=budget)
         items: list[Item] = []
         for end, payload in frames.payloads:

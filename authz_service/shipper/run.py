@@ -22,6 +22,7 @@ import asyncpg
 
 from authz_service.shipper import metrics
 from authz_service.shipper.access_logs import AccessLogReader, load_manifest
+from authz_service.shipper.envoy_watch import EnvoyLogWatch
 from authz_service.shipper.health import start_health_server
 from authz_service.shipper.join import Joiner, Pair
 from authz_service.shipper.journals import JournalReader
@@ -50,6 +51,7 @@ class Shipper:
         manifest, names = settings.access_log_manifest, settings.access_log_names()
         streams = load_manifest(manifest, names) if manifest else []
         self.logs = AccessLogReader(streams, self.progress, settings.access_log_rotate_bytes)
+        self.envoys = EnvoyLogWatch(streams)
         self.joiner = Joiner(settings.hold_seconds)
         self._ready: list[Pair] = []
         self._database_up = False
@@ -75,6 +77,9 @@ class Shipper:
             "rows_total": self._rows_total,
             "held_decisions": len(self.joiner.held),
             "sources": len(self.progress.committed),
+            "missing_journals": sorted(self.journals.missing),
+            "missing_access_logs": sorted(self.envoys.missing),
+            "envoy_log_write_failures": dict(sorted(self.envoys.failures.items())),
         }
 
     def _rate(self) -> float:
@@ -85,6 +90,7 @@ class Shipper:
 
     async def _measure(self) -> None:
         while True:
+            await asyncio.to_thread(self.envoys.check)
             backlog = await asyncio.to_thread(self.journals.backlog_bytes)
             self._backlog = backlog + await asyncio.to_thread(self.logs.backlog_bytes)
             metrics.BACKLOG_BYTES.set(self._backlog)

@@ -6,6 +6,7 @@ import time
 import uuid
 
 import pytest
+import redis
 
 from devstack import OpaService
 from tests.e2e._gateway_stack import GatewayStack, StackOptions
@@ -85,3 +86,26 @@ def test_opa_stopped_is_503_problem(gateway_stack: GatewayStack, opa_service: Op
         opa_service.start()
     reply = gateway_stack.request("cp", "POST", "/api/v1/orders", token=token, body=b"{}")
     assert reply.status == 200
+
+
+def test_redis_that_lost_its_counters_is_503_not_a_fresh_budget(
+    gateway_stack: GatewayStack, authz_transport: str
+) -> None:
+    """Faults pass 2026-11-30: FLUSHALL gave an exhausted customer a whole budget again."""
+    redis_url = gateway_stack.spec.datastores.redis_url
+    assert redis_url, "this module's stack runs on the real Redis"
+    customer = f"cust-redis-{authz_transport}"  # exhausted by the test above, or now
+    token = gateway_stack.sign_token(sub=f"u-{uuid.uuid4().hex[:6]}", customer_id=customer)
+    for _ in range(4):
+        last = gateway_stack.request("plant", "GET", "/api/v1/orders", token=token)
+    assert last.status == 402
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushdb()  # this stack's own database (SessionDatastores.lease)
+    for entry in ("plant", "cp"):
+        reply = gateway_stack.request(entry, "GET", "/api/v1/orders", token=token)
+        assert reply.status == 503, (entry, reply.status, reply.body)
+        assert reply.content_type == "application/problem+json"
+        body = reply.json()
+        assert (body["code"], body["stage"]) == ("dependency_unavailable", "budget")
+    # a route without a budget is not held hostage by the ledger
+    assert gateway_stack.request("cp", "GET", "/api/v1/me", token=token).status == 200

@@ -48,6 +48,24 @@ def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(tmp_path: Path
         assert {reply.status for reply in replies} == {200}
 
 
+def test_a_hung_worker_is_killed_and_replaced(tmp_path: Path) -> None:
+    """Faults pass 2026-11-30: a stopped (hung) worker is alive, so it was never restarted,
+    and with SO_REUSEPORT it kept its share of new connections: each check on one hung until
+    Envoy's deadline and became a 503, for as long as the worker hung."""
+    env = {"AUTHZ_WORKERS": "2", "AUTHZ_WORKER_HANG_SECONDS": "2"}
+    with service_process(tmp_path, env) as service:
+        service.wait_for_workers(2)
+        victim, survivor = service.worker_pids()
+        os.kill(victim, signal.SIGSTOP)  # hung as a blocked event loop is: alive, silent
+        wait_until(
+            lambda: len(service.worker_pids()) == 2 and victim not in service.worker_pids(),
+            "a new worker in place of the hung one",
+        )
+        assert survivor in service.worker_pids(), "a beating worker is left alone"
+        replies = [service.exchange(http_check(bearer=token())) for _ in range(20)]
+        assert {reply.status for reply in replies} == {200}
+
+
 def test_sigterm_stops_every_worker_with_its_journal_flushed(tmp_path: Path) -> None:
     with service_process(tmp_path, {"AUTHZ_WORKERS": "2"}) as service:
         service.wait_for_workers(2)

@@ -197,3 +197,104 @@ async def test_a_failed_write_refuses_checks_then_starts_a_new_journal(
         1,
         GENESIS,
     )
+
+
+async def _written(journal: Journal, row: dict[str, Any]) -> None:
+    wait = journal.record(row)
+    assert wait is not None
+    await wait
+
+
+def _segment_of(journal: Journal) -> Path:
+    (segment,) = sorted(journal.directory.glob("*.journal"))
+    return segment
+
+
+def _remove_directory(journal: Journal) -> None:
+    for path in journal.directory.iterdir():
+        path.unlink()
+    journal.directory.rmdir()
+
+
+def _truncate(journal: Journal) -> None:
+    os.truncate(_segment_of(journal), 0)
+
+
+def _append_forged_frame(journal: Journal) -> None:
+    with _segment_of(journal).open("ab") as segment:
+        segment.write(b"\x05\x00\x00\x00forged")
+
+
+def _rename_directory(journal: Journal) -> None:
+    journal.directory.rename(journal.directory.with_name("elsewhere"))
+
+
+# Faults pass 2026-11-30: `rm -rf` of the live journal directory under `make up`, then 50
+# requests: all answered 200, none of their decisions ever reached PostgreSQL, nothing said so.
+TAMPERING = {
+    "directory removed": _remove_directory,
+    "segment truncated": _truncate,
+    "frame appended by another process": _append_forged_frame,
+    "directory renamed away": _rename_directory,
+}
+
+
+@pytest.mark.parametrize("tamper", sorted(TAMPERING))
+async def test_a_segment_changed_under_the_writer_refuses_checks_then_starts_a_new_journal(
+    tmp_path: Path, tamper: str
+) -> None:
+    journal = await _opened(tmp_path, fsync="off")
+    first = journal.record(_row(1))
+    assert first is not None
+    await first
+    old = journal.directory
+    errors = metrics.JOURNAL_ERRORS._value.get()
+    TAMPERING[tamper](journal)
+    # no answer leaves as journaled into a file the shipper will never read: the next batch is
+    # refused (removed, truncated, appended), or the scan notices within its interval (renamed)
+    await _until(lambda: not journal.accepting or journal.directory != old, "the change noticed")
+    if journal.accepting:  # the scan already started the new journal
+        assert journal.directory != old
+    else:
+        with pytest.raises(JournalUnavailableError):
+            await _written(journal, _row(2))
+    assert metrics.JOURNAL_ERRORS._value.get() > errors
+    await _until(lambda: journal.accepting, "a new journal")
+    assert journal.directory != old
+    wait = journal.record(_row(3))
+    assert wait is not None
+    await wait
+    await journal.close()
+    assert [r["request_id"] for r in _read(journal.directory)] == ["req-3"]
+
+
+async def test_retries_on_a_full_disk_leave_no_descriptor_or_directory_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Faults pass 2026-11-30: a 256 KiB tmpfs journal directory, filled: every retry of a new
+    journal (each scan) that failed writing its first segment left its lock and segment open
+    and a hidden `.<id>.new` directory; for an outage of hours, thousands of descriptors."""
+    journal = await _opened(tmp_path, fsync="off")
+    real_write = os.write
+    full = {"on": True, "refused": 0}
+
+    def write(fd: int, data: Any) -> int:
+        if full["on"]:
+            full["refused"] += 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    descriptors = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(JournalUnavailableError):
+        await _written(journal, _row(1))
+    attempts = metrics.JOURNAL_ERRORS._value.get()
+    # each scan tries a new journal, whose segment header is refused: wait for a few
+    await _until(lambda: full["refused"] >= 6, "five attempts at a new journal")
+    assert not journal.accepting
+    assert len(os.listdir("/proc/self/fd")) <= descriptors
+    assert not [p.name for p in journal.root.iterdir() if p.name.startswith(".")]
+    full["on"] = False
+    await _until(lambda: journal.accepting, "a new journal once the disk takes writes")
+    assert metrics.JOURNAL_ERRORS._value.get() == attempts
+    await journal.close()
