@@ -100,6 +100,7 @@ _JSON_AT = tuple(
 )
 _COMPLETION_DIFFERS_AT = ROW_COLUMNS.index(DIFFERS_COLUMN["completion"])
 assert (*_FRONT, *_DECISION, *_COMPLETION) == ROW_COLUMNS
+assert _FRONT[:2] == KEY_NAMES  # a staged record's key is its first two values
 
 
 def staged_record(pair: Pair) -> list[Any]:
@@ -118,6 +119,25 @@ def staged_record(pair: Pair) -> list[Any]:
         if values[at] is not None:
             values[at] = _json_text(values[at])
     return values
+
+
+def distinct_key_waves(records: list[list[Any]]) -> list[list[list[Any]]]:
+    """The records in waves where no key repeats: each wave is staged and placed on its own.
+
+    The INSERT's clean-up takes the placed rows out of the staging table by key, so a key
+    staged twice (a decision released alone after its hold, then its late completion in the
+    same batch) would lose the half that was not inserted instead of filling it in.
+    """
+    waves: list[list[list[Any]]] = [[]]
+    seen: dict[tuple[Any, Any], int] = {}
+    for record in records:
+        key = (record[0], record[1])
+        times = seen.get(key, 0)
+        seen[key] = times + 1
+        if times == len(waves):
+            waves.append([])
+        waves[times].append(record)
+    return waves
 
 
 class Store:
@@ -183,7 +203,9 @@ class Store:
             try:
                 with refused_rows():
                     async with conn.transaction():
-                        await self._rows(conn, records, meanwhile)
+                        for wave in distinct_key_waves(records):
+                            await self._rows(conn, wave, meanwhile)
+                            meanwhile = None
                         await self._states(conn, states)
             except RowsRefusedError as refusal:
                 log.warning("audit batch refused (%s); writing it row by row", refusal)
