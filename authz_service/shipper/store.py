@@ -124,9 +124,9 @@ def staged_record(pair: Pair) -> list[Any]:
 def distinct_key_waves(records: list[list[Any]]) -> list[list[list[Any]]]:
     """The records in waves where no key repeats: each wave is staged and placed on its own.
 
-    The INSERT's clean-up takes the placed rows out of the staging table by key, so a key
-    staged twice (a decision released alone after its hold, then its late completion in the
-    same batch) would lose the half that was not inserted instead of filling it in.
+    A key staged twice (a decision released alone after its hold, then its late completion in
+    the same batch) joins its row twice in a fill (UPDATE ... FROM then uses one staged row,
+    which one is not defined); each key once per statement keeps every half well placed.
     """
     waves: list[list[list[Any]]] = [[]]
     seen: dict[tuple[Any, Any], int] = {}
