@@ -203,8 +203,8 @@ class Store:
             try:
                 with refused_rows():
                     async with conn.transaction():
-                        for wave in distinct_key_waves(records):
-                            await self._rows(conn, wave, meanwhile)
+                        for n, wave in enumerate(distinct_key_waves(records)):
+                            await self._rows(conn, wave, meanwhile, fresh=n == 0)
                             meanwhile = None
                         await self._states(conn, states)
             except RowsRefusedError as refusal:
@@ -218,8 +218,14 @@ class Store:
         conn: asyncpg.Connection,
         records: list[list[Any]],
         meanwhile: Callable[[], None] | None = None,
+        *,
+        fresh: bool = False,
     ) -> None:
-        await conn.execute(f"TRUNCATE {STAGING}")
+        """Stage and place `records`; `fresh`: the transaction's first, so the staging table
+        is empty (ON COMMIT DELETE ROWS) and needs no TRUNCATE, which costs a new file and a
+        catalog update each time (about 1 ms: 3 µs a row in a 300-row batch)."""
+        if not fresh:
+            await conn.execute(f"TRUNCATE {STAGING}")
         await conn.copy_records_to_table(STAGING, records=records, columns=ROW_COLUMNS)
         inserting = asyncio.ensure_future(conn.fetchval(INSERT_SQL))
         try:
