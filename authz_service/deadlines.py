@@ -38,18 +38,18 @@ class Deadlines:
             self._arm(when)
 
     def finish(self, task: Task) -> None:
-        """The check is over (answered, failed or cancelled): its deadline no longer applies."""
+        """The check is over (answered, failed or cancelled): its deadline no longer applies,
+        and a cancellation the deadline made is withdrawn (as `asyncio.timeout()` does), even
+        one the check never saw as such."""
         self._due.pop(task, None)
-        if self._overdue:
+        if self._overdue and task in self._overdue:
             self._overdue.discard(task)
+            task.uncancel()
 
     def overdue(self, task: Task) -> bool:
-        """True when the task's cancellation was its deadline alone (the cancellation is then
-        withdrawn: the check answers its timeout); False for a cancellation of its caller's."""
-        if task not in self._overdue:
-            return False
-        self._overdue.discard(task)
-        return task.uncancel() == 0
+        """True when the task's cancellation is its deadline's alone (the check then answers
+        its timeout); False for a cancellation of its caller's, which must go on."""
+        return task in self._overdue and task.cancelling() == 1
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:

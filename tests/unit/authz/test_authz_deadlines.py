@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -50,6 +51,24 @@ async def test_every_check_of_many_passes_its_deadline() -> None:
         asyncio.create_task(_wait_for_deadline(deadlines, 0.002 * (i % 7))) for i in range(50)
     ]
     assert await asyncio.wait_for(asyncio.gather(*checks), 10) == ["overdue"] * 50
+
+
+async def test_a_deadline_cancellation_the_check_swallowed_is_still_withdrawn() -> None:
+    """A stage that turns the cancellation into its own error leaves no pending cancel."""
+    deadlines = Deadlines(asyncio.get_running_loop())
+
+    async def check() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        deadlines.start(task, 0.01)
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+        finally:
+            deadlines.finish(task)
+        return task.cancelling()
+
+    assert await asyncio.wait_for(check(), 10) == 0
 
 
 async def test_a_cancellation_by_the_caller_is_not_read_as_the_deadline() -> None:
