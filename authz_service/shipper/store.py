@@ -103,6 +103,10 @@ assert (*_FRONT, *_DECISION, *_COMPLETION) == ROW_COLUMNS
 assert _FRONT[:2] == KEY_NAMES  # a staged record's key is its first two values
 
 
+def _shared(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(map(row.get, SHARED_NAMES))
+
+
 def staged_record(pair: Pair) -> list[Any]:
     """The COPY record of a pair, in one pass (what `staged_row` gives, as a row of values)."""
     decision = pair.decision.row if pair.decision is not None else None
@@ -113,8 +117,11 @@ def staged_record(pair: Pair) -> list[Any]:
     envoys = map(completion.get, _COMPLETION) if completion is not None else _NO_COMPLETION
     values = [*map(first.get, _FRONT), *own, *envoys]
     if decision is not None and completion is not None:
-        shared = {name: decision.get(name) for name in SHARED_NAMES}
-        values[_COMPLETION_DIFFERS_AT] = differs(completion, shared, "completion")
+        values[_COMPLETION_DIFFERS_AT] = (
+            None  # nearly always: both halves saw the same facts, one C-level comparison
+            if _shared(completion) == _shared(decision)
+            else differs(completion, {n: decision.get(n) for n in SHARED_NAMES}, "completion")
+        )
     for at in _JSON_AT:
         if values[at] is not None:
             values[at] = _json_text(values[at])
