@@ -16,6 +16,7 @@ from authz_service.audit.check_record import audit_record, cancelled_record, jou
 from authz_service.audit.journal import JournalUnavailableError
 from authz_service.audit.metrics import CANCELLED, DROPPED
 from authz_service.check_context import CheckContext
+from authz_service.deadlines import Deadlines
 from authz_service.errors import Denial, ErrorCode, Stage
 from authz_service.logging_setup import correlation_id_var, request_id_var
 from authz_service.pipeline import CheckOutcome, Pipeline
@@ -52,6 +53,7 @@ class Checker:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._deadlines: Deadlines | None = None  # of the loop checks run on, made by the first
 
     @property
     def in_flight(self) -> int:
@@ -137,22 +139,35 @@ class Checker:
             # Fail closed: a request whose audit record cannot be kept is not let through.
             out.denial = AUDIT_UNAVAILABLE
             return
+        deadlines = self._deadlines
+        if deadlines is None or deadlines.loop.is_closed():
+            deadlines = self._deadlines = Deadlines(asyncio.get_running_loop())
+        task = asyncio.current_task(deadlines.loop)
+        assert task is not None
+        deadlines.start(task, budget_seconds)
         try:
-            async with asyncio.timeout(budget_seconds):
-                await self._pipeline.run(check, out)
-        except TimeoutError:
-            log.warning("check deadline exceeded", extra={"timeout_s": budget_seconds})
-            metrics.DEPENDENCY_ERRORS.labels("deadline", Stage.INTERNAL.value, "fail_closed").inc()
-            out.allowance = None
-            out.denial = _deadline_exceeded()
+            await self._pipeline.run(check, out)
+        except asyncio.CancelledError:
+            if not deadlines.overdue(task):
+                raise
+            _deadline_passed(out, budget_seconds)
         except Exception:
             log.exception("check failed")
             out.allowance = None
             out.denial = Denial(
                 ErrorCode.INTERNAL_ERROR, Stage.INTERNAL, "the request could not be authorized"
             )
+        finally:
+            deadlines.finish(task)
         if out.denial is None and out.allowance is None:
             out.denial = Denial(ErrorCode.INTERNAL_ERROR, Stage.INTERNAL, "no decision")
+
+
+def _deadline_passed(out: CheckOutcome, budget_seconds: float) -> None:
+    log.warning("check deadline exceeded", extra={"timeout_s": budget_seconds})
+    metrics.DEPENDENCY_ERRORS.labels("deadline", Stage.INTERNAL.value, "fail_closed").inc()
+    out.allowance = None
+    out.denial = _deadline_exceeded()
 
 
 def _count(out: CheckOutcome) -> None:

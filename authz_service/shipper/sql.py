@@ -75,20 +75,17 @@ CREATE_STAGING = (
     + ", ".join(f"{c} {_column_type(c)}" for c in ROW_COLUMNS)
     + ") ON COMMIT DELETE ROWS"
 )
-# what is inserted leaves the staging table in the same statement: what stays are the rows
-# already there (a late half, or a re-read), usually none, which the fills then complete
+# the fills run only when some staged row was not inserted (a late half, or a re-read); they
+# join the whole staging table, but a row inserted by this statement already has every half
+# its staged row had, so no fill touches it (a key is staged once per statement: store.py)
 INSERT_SQL = f"""
 WITH inserted AS (
     INSERT INTO {TABLE} ({COLUMNS})
     SELECT {", ".join(_value(c) for c in ROW_COLUMNS)} FROM {STAGING} AS s
     ON CONFLICT (request_id, gateway_type) DO NOTHING
-    RETURNING request_id, gateway_type
-), placed AS (
-    DELETE FROM {STAGING} AS s USING inserted AS i
-    WHERE s.request_id = i.request_id AND s.gateway_type IS NOT DISTINCT FROM i.gateway_type
     RETURNING 1
 )
-SELECT count(*) FROM placed
+SELECT count(*) FROM inserted
 """  # noqa: S608 - column names from columns.py, no input
 FILL_COMPLETIONS = _fill_sql("completion", "completed_at")
 FILL_DECISIONS = _fill_sql("decision", "decision")

@@ -100,6 +100,11 @@ _JSON_AT = tuple(
 )
 _COMPLETION_DIFFERS_AT = ROW_COLUMNS.index(DIFFERS_COLUMN["completion"])
 assert (*_FRONT, *_DECISION, *_COMPLETION) == ROW_COLUMNS
+assert _FRONT[:2] == KEY_NAMES  # a staged record's key is its first two values
+
+
+def _shared(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(map(row.get, SHARED_NAMES))
 
 
 def staged_record(pair: Pair) -> list[Any]:
@@ -112,12 +117,34 @@ def staged_record(pair: Pair) -> list[Any]:
     envoys = map(completion.get, _COMPLETION) if completion is not None else _NO_COMPLETION
     values = [*map(first.get, _FRONT), *own, *envoys]
     if decision is not None and completion is not None:
-        shared = {name: decision.get(name) for name in SHARED_NAMES}
-        values[_COMPLETION_DIFFERS_AT] = differs(completion, shared, "completion")
+        values[_COMPLETION_DIFFERS_AT] = (
+            None  # nearly always: both halves saw the same facts, one C-level comparison
+            if _shared(completion) == _shared(decision)
+            else differs(completion, {n: decision.get(n) for n in SHARED_NAMES}, "completion")
+        )
     for at in _JSON_AT:
         if values[at] is not None:
             values[at] = _json_text(values[at])
     return values
+
+
+def distinct_key_waves(records: list[list[Any]]) -> list[list[list[Any]]]:
+    """The records in waves where no key repeats: each wave is staged and placed on its own.
+
+    A key staged twice (a decision released alone after its hold, then its late completion in
+    the same batch) joins its row twice in a fill (UPDATE ... FROM then uses one staged row,
+    which one is not defined); each key once per statement keeps every half well placed.
+    """
+    waves: list[list[list[Any]]] = [[]]
+    seen: dict[tuple[Any, Any], int] = {}
+    for record in records:
+        key = (record[0], record[1])
+        times = seen.get(key, 0)
+        seen[key] = times + 1
+        if times == len(waves):
+            waves.append([])
+        waves[times].append(record)
+    return waves
 
 
 class Store:
@@ -183,7 +210,9 @@ class Store:
             try:
                 with refused_rows():
                     async with conn.transaction():
-                        await self._rows(conn, records, meanwhile)
+                        for n, wave in enumerate(distinct_key_waves(records)):
+                            await self._rows(conn, wave, meanwhile, fresh=n == 0)
+                            meanwhile = None
                         await self._states(conn, states)
             except RowsRefusedError as refusal:
                 log.warning("audit batch refused (%s); writing it row by row", refusal)
@@ -196,8 +225,14 @@ class Store:
         conn: asyncpg.Connection,
         records: list[list[Any]],
         meanwhile: Callable[[], None] | None = None,
+        *,
+        fresh: bool = False,
     ) -> None:
-        await conn.execute(f"TRUNCATE {STAGING}")
+        """Stage and place `records`; `fresh`: the transaction's first, so the staging table
+        is empty (ON COMMIT DELETE ROWS) and needs no TRUNCATE, which costs a new file and a
+        catalog update each time (about 1 ms: 3 µs a row in a 300-row batch)."""
+        if not fresh:
+            await conn.execute(f"TRUNCATE {STAGING}")
         await conn.copy_records_to_table(STAGING, records=records, columns=ROW_COLUMNS)
         inserting = asyncio.ensure_future(conn.fetchval(INSERT_SQL))
         try:

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from authz_service.audit.chain import Chain
+from authz_service.audit.envoy_log import completion_of
 from authz_service.audit.framing import (
     SEGMENT_MAGIC,
     decode_record,
@@ -18,6 +19,9 @@ from authz_service.audit.framing import (
     segment_name,
 )
 from authz_service.shipper import metrics
+from authz_service.shipper.join import Pair
+from authz_service.shipper.model import Item, Position, SourceKey
+from authz_service.shipper.store import Store
 from devstack import PostgresService
 from devstack.provision import Provisioned
 from tests.integration._audit_db import provisioned_database, superuser_dsn
@@ -143,6 +147,60 @@ async def test_a_reread_after_a_crash_writes_nothing_twice(
     assert [r["id"] for r in after] == [r["id"] for r in before]
     assert after == before
     assert await findings(database.reader_dsn) == []
+
+
+def _halves_alone(request_id: str) -> tuple[Pair, Pair]:
+    """A decision released alone (its hold ran out) and its late completion, each a pair
+    (each request on chains of its own, so that several never share a chain position)."""
+    journal_id, log_id = f"j-{request_id}", f"log-{request_id}"
+    row = decision(request_id)
+    Chain("decision", journal_id).link(row)
+    line = completion_of(envoy_line(request_id, status_code=201).strip(), 0)
+    Chain("completion", log_id).link(line)
+    made = Item(SourceKey("journal", journal_id), Position(1, 1), 1, row["journal_hash"],
+                "decision", row)  # fmt: skip
+    seen = Item(SourceKey("access_log", log_id), Position(0, 1), 1, line["access_log_hash"],
+                "completion", line)  # fmt: skip
+    return Pair(made, None), Pair(None, seen)
+
+
+@pytest.mark.parametrize("completion_first", [False, True], ids=["decision-first", "line-first"])
+async def test_both_halves_of_one_key_in_one_batch_make_one_whole_row(
+    database: Provisioned, completion_first: bool
+) -> None:
+    """A batch holding a key twice (a decision whose hold ran out and its late completion, read
+    before the decision was written) keeps both halves: neither is dropped with the other."""
+    alone, late = _halves_alone("r7")
+    store = Store(database.shipper_dsn, timeout=30)
+    try:
+        assert await store.write([late, alone] if completion_first else [alone, late], []) == 0
+    finally:
+        await store.close()
+    (row,) = rows(database.reader_dsn)
+    assert (row["decision"], row["authz_status_code"]) == ("allow", 200), "the decision half"
+    assert (row["status_code"], row["access_log_seq"]) == (201, 1), "the completion half"
+    assert row["journal_seq"] == 1
+
+
+async def test_a_batch_of_new_rows_and_late_halves_completes_only_the_late_ones(
+    database: Provisioned,
+) -> None:
+    """The fills run over the whole batch when one row was already there: the rows this
+    batch inserted keep exactly what it staged (the write-once trigger refuses any change)."""
+    old_decision, old_completion = _halves_alone("r8-old")
+    new_decision, new_completion = _halves_alone("r8-new")
+    store = Store(database.shipper_dsn, timeout=30)
+    try:
+        assert await store.write([old_decision], []) == 0
+        whole = Pair(new_decision.decision, new_completion.completion)
+        assert await store.write([whole, old_completion], []) == 0
+    finally:
+        await store.close()
+    by_id = {row["request_id"]: row for row in rows(database.reader_dsn)}
+    assert set(by_id) == {"r8-old", "r8-new"}
+    for row in by_id.values():
+        assert (row["decision"], row["status_code"]) == ("allow", 201)
+        assert (row["decision_differs"], row["completion_differs"]) == (None, None)
 
 
 def _dead_journal(root: Path, name: str, rows: list[dict[str, Any]]) -> None:
