@@ -6,7 +6,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/.cache/bin:$(PATH)
 CONFIG ?= config/gateway.yaml
 PYTEST_ARGS ?=
 # `make up`: data, logs, dev key and state under VAR_DIR (git-ignored); UP_ARGS e.g.
-# --free-ports, --port plant=18090, --build-dir DIR (tests run a second stack that way)
+# --free-ports, --port plant=18090, --build-dir DIR (tests run a second stack that way),
+# --probe-period S --probe-timeout S --probe-failures N (liveness probes; period 0: none)
 VAR_DIR ?= var
 UP_ARGS ?=
 

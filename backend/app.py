@@ -1,4 +1,4 @@
-"""The backend's aiohttp application: /health plus the /api/v1 routes of config/gateway.yaml."""
+"""The backend's aiohttp app: /health, /livez and the /api/v1 routes of config/gateway.yaml."""
 
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ async def _echo(request: web.Request, resource: str, **extra: Any) -> web.Respon
             **extra,
         }
     )
+
+
+async def livez(_: web.Request) -> web.Response:
+    """Liveness: answered by the event loop itself, never asking the database."""
+    return web.Response(text="live\n")
 
 
 async def health(request: web.Request) -> web.Response:
@@ -115,6 +120,7 @@ def create_app(database_url: str = "") -> web.Application:
     app[DB_KEY] = database_url
     app.on_cleanup.append(_close_pool)
     app.router.add_get("/health", health)
+    app.router.add_get("/livez", livez)
     app.router.add_route("GET", "/api/v1/orders", orders)
     app.router.add_route("POST", "/api/v1/orders", orders)
     app.router.add_get("/api/v1/orders/{order_id}", order)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from devstack.stackconfig import REPO_ROOT
+from devstack.supervisor import RestartPolicy
 
 DEFAULT_VAR = REPO_ROOT / "var"
 
@@ -38,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--free-ports", action="store_true",
                     help="use free ports instead of the config's (tests)")  # fmt: skip
+    policy = RestartPolicy()
+    up.add_argument("--probe-period", type=float, default=policy.probe_period, metavar="S",
+                    help="seconds between liveness probes of each part (0: none)")  # fmt: skip
+    up.add_argument("--probe-timeout", type=float, default=policy.probe_timeout, metavar="S",
+                    help="seconds a liveness probe may take")  # fmt: skip
+    up.add_argument("--probe-failures", type=int, default=policy.probe_failures, metavar="N",
+                    help="liveness probes failed in a row that restart a part")  # fmt: skip
     commands.add_parser("down", help="stop what `up` started")
     token = commands.add_parser("token", help="print a development token")
     token.add_argument("--role", default="customer", help="role, or comma-separated roles")
@@ -58,7 +66,9 @@ def _up(args: argparse.Namespace) -> int:
     from devstack.up import UpOptions, run  # noqa: PLC0415 - keep `token` imports light
 
     ports = dict(args.port)
-    return run(UpOptions(args.config, args.var_dir, args.build_dir, ports, args.free_ports))
+    policy = RestartPolicy(probe_period=args.probe_period, probe_timeout=args.probe_timeout,
+                           probe_failures=args.probe_failures)  # fmt: skip
+    return run(UpOptions(args.config, args.var_dir, args.build_dir, ports, args.free_ports, policy))
 
 
 def _down(args: argparse.Namespace) -> int:

@@ -102,6 +102,18 @@ class ContainerControl:
         if self._created:
             self._wrapped().unpause()
 
+    def alive(self) -> bool:
+        """Its readiness probe: each container's answers without its dependencies."""
+        return self._ready()
+
+    def kill(self) -> None:
+        """SIGKILL the container (a paused one too); `start()` starts it again."""
+        if self._created:
+            with contextlib.suppress(docker.errors.DockerException):
+                if self._wrapped().status == "paused":
+                    self._wrapped().unpause()
+                self._wrapped().kill()
+
     def remove(self) -> None:
         if self._created:
             with contextlib.suppress(docker.errors.DockerException):

@@ -28,6 +28,14 @@ class ServiceControl(Protocol):
 
     def resume(self) -> None: ...
 
+    def alive(self) -> bool:
+        """Liveness: does the process itself answer (never: are its dependencies up)?"""
+        ...
+
+    def kill(self) -> None:
+        """SIGKILL every process of the service (a stopped one too); `running` turns False."""
+        ...
+
 
 @dataclass(frozen=True, kw_only=True)
 class ManagedService:

@@ -15,20 +15,23 @@ from typing import Literal
 
 from authz_service import health_probe
 from devstack.free_ports import LOOPBACK
-from devstack.probes import http_get
+from devstack.probes import grpc_health_answers, http_answers, http_get
 from devstack.process import ManagedProcess
 
 Transport = Literal["grpc", "http"]
 
 
 def backend_process(port: int, log_path: Path, env: Mapping[str, str]) -> ManagedProcess:
-    """The reference backend on 127.0.0.1:`port`; ready once its /health answers 200."""
+    """The reference backend on 127.0.0.1:`port`; ready once its /health answers 200, alive
+    while /livez does (/health asks PostgreSQL: a hung database must not condemn the backend)."""
     health = f"http://{LOOPBACK}:{port}/health"
+    livez = f"http://{LOOPBACK}:{port}/livez"
     return ManagedProcess(
         "backend",
         [sys.executable, "-m", "backend", "--host", LOOPBACK, "--port", str(port)],
         log_path=log_path,
         ready=lambda: http_get(health)[0] == 200,
+        alive=lambda: http_get(livez)[0] == 200,
         env={**os.environ, **env},
     )
 
@@ -38,6 +41,14 @@ def authz_ready(address: str, transport: Transport) -> Callable[[], bool]:
     if transport == "http":
         return lambda: http_get(f"http://{address}/health")[0] == 200
     return lambda: health_probe.serving(address)
+
+
+def authz_alive(address: str, transport: Transport) -> Callable[[], bool]:
+    """Its health answers at all, SERVING or not: NOT_SERVING says Redis, OPA or the journal is
+    away, and a restart for that would adopt a new budget ledger (docs/ARCHITECTURE.md)."""
+    if transport == "http":
+        return lambda: http_answers(f"http://{address}/health")
+    return lambda: grpc_health_answers(address)
 
 
 def authz_process(
@@ -66,6 +77,7 @@ def authz_process(
         [sys.executable, "-m", *argv],
         log_path=log_path,
         ready=ready or authz_ready(address, transport),
+        alive=authz_alive(address, transport),
         env=full,
     )
 
@@ -79,7 +91,8 @@ def shipper_process(
     healthy: bool = False,
 ) -> ManagedProcess:
     """`python -m authz_service audit ship`; ready once its /health answers at all (a 503
-    while PostgreSQL is away is an answer), or answers 200 when `healthy`."""
+    while PostgreSQL is away is an answer), or answers 200 when `healthy`; alive while it
+    answers at all (its aiohttp server runs on the shipper's event loop)."""
     url = f"http://{health_address}/health"
 
     def ready() -> bool:
@@ -91,5 +104,6 @@ def shipper_process(
         [sys.executable, "-m", "authz_service", "audit", "ship"],
         log_path=log_path,
         ready=ready,
+        alive=lambda: http_answers(url),
         env={**os.environ, "AUTHZ_SHIPPER_HEALTH_ADDRESS": health_address, **env},
     )

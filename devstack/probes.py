@@ -1,4 +1,5 @@
-"""Readiness probes: each answers quickly whether a service really serves requests."""
+"""Readiness and liveness probes: each answers quickly whether a service really serves requests
+(readiness) or whether its process answers at all (liveness, whatever its dependencies)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import http.client
 import urllib.error
 import urllib.request
 
+import grpc
 import psycopg
 import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -49,3 +52,20 @@ def postgres_answers(conninfo: str) -> bool:
     except psycopg.Error:
         return False
     return True
+
+
+def grpc_health_answers(address: str, timeout: float = 1.0) -> bool:
+    """grpc.health.v1 Check answers at all, SERVING or NOT_SERVING: the server's event loop
+    runs (a NOT_SERVING dependency is readiness, not liveness)."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError:
+            return False
+    return True
+
+
+def http_answers(url: str, timeout: float = 1.0) -> bool:
+    """Any HTTP status at all (a 503 while a dependency is away is an answer)."""
+    return http_get(url, timeout)[0] != 0

@@ -49,6 +49,7 @@ class ManagedProcess:
         *,
         log_path: Path,
         ready: Callable[[], bool],
+        alive: Callable[[], bool] | None = None,
         user: int | None = None,
         group: int | None = None,
         stop_signal: signal.Signals = signal.SIGTERM,
@@ -60,6 +61,7 @@ class ManagedProcess:
         self.argv = list(argv)
         self.log_path = log_path
         self._ready = ready
+        self._alive = alive or ready  # readiness that needs no dependency is liveness too
         self._user = user
         self._group = group
         self._stop_signal = stop_signal
@@ -122,6 +124,16 @@ class ManagedProcess:
     def resume(self) -> None:
         if self._proc is not None and self.running:
             os.killpg(self._proc.pid, signal.SIGCONT)
+
+    def alive(self) -> bool:
+        """The liveness probe (make up's supervisor restarts a part that keeps failing it)."""
+        return self._alive()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, stopped or not; reaped by `running` or `stop()`."""
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
 
     def stop(self) -> None:
         """Send the stop signal, wait, then SIGKILL the whole process group."""

@@ -4,8 +4,9 @@ The parts are `devstack.launcher`'s defaults, as local processes: PostgreSQL, Re
 when their programs are installed (otherwise the authz service's embedded defaults, listed in
 the table). PostgreSQL is provisioned once as its superuser (devstack/provision.py);
 everything after runs as its own login: migrations, the audit shipper, retention, and readers
-(the demo, the backend). Any part that exits is started again on its own ports and data, with
-a backoff; a crash loop stops the stack (devstack/supervisor.py).
+(the demo, the backend). Any part that exits, or fails its liveness probe 3 times in a row, is
+started again on its own ports and data, with a backoff; a crash loop stops the stack
+(devstack/supervisor.py).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from devstack.stackconfig import (
 from devstack.stackconfig import render as render_config
 from devstack.stackdb import LOGINS_FILE
 from devstack.stackstate import STATE_FILE, StackState, Tracked, stop_stack
-from devstack.supervisor import supervise
+from devstack.supervisor import RestartPolicy, supervise
 from gateway_config import GatewayConfig, load_gateway_config
 
 READY_LINE = "devstack: ready"
@@ -53,6 +54,7 @@ class UpOptions:
     build_dir: Path
     ports: dict[str, int] = field(default_factory=dict)
     free_ports: bool = False
+    policy: RestartPolicy = field(default_factory=RestartPolicy)  # backoff, crash, liveness
 
 
 class Stopping(Exception):  # noqa: N818 - a signal, not an error
@@ -224,7 +226,8 @@ def _run_stack(options: UpOptions, config: GatewayConfig, ports: Ports) -> int:
             _print_table(stack)
             _say(f"{READY_LINE} (state {options.var_dir / STATE_FILE})")
             try:
-                return supervise(launched.parts, launched.logs, _say, stack.track)
+                return supervise(launched.parts, launched.logs, _say, stack.track,
+                                 policy=options.policy)  # fmt: skip
             finally:
                 _say("devstack: stopping")
     except (KeyboardInterrupt, Stopping):
@@ -238,7 +241,9 @@ def run(options: UpOptions) -> int:
     """Start the stack, print the table, supervise until a signal or a crash; stop everything."""
     var_dir = options.var_dir.resolve()
     build_dir = options.build_dir.resolve()
-    options = UpOptions(options.config, var_dir, build_dir, options.ports, options.free_ports)
+    options = UpOptions(
+        options.config, var_dir, build_dir, options.ports, options.free_ports, options.policy
+    )
     (var_dir / "logs").mkdir(parents=True, exist_ok=True)
     try:
         prepared = _prepare(options)

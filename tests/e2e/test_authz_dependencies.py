@@ -8,8 +8,30 @@ import uuid
 import pytest
 import redis
 
+from authz_service import health_probe
 from devstack import OpaService
+from devstack.probes import http_get
 from tests.e2e._gateway_stack import GatewayStack, StackOptions
+from tests.support.waiting import eventually
+
+HEALTH_WITHIN_S = 15.0
+
+
+def _component_serving(stack: GatewayStack, transport: str, component: str) -> bool:
+    """The authz service's readiness of one component, on the stack's transport."""
+    assert stack.launched is not None
+    address = stack.launched.authz_address()
+    if transport == "http":
+        return http_get(f"http://{address}/health/{component}")[0] == 200
+    return health_probe.serving(address, component)
+
+
+def _alive_while_not_ready(stack: GatewayStack, transport: str, component: str) -> None:
+    """make up's liveness probe passes while `component` is NOT_SERVING: a dependency that is
+    away must never get the authz service restarted (a restart adopts a new budget ledger)."""
+    eventually(lambda: not _component_serving(stack, transport, component), HEALTH_WITHIN_S,
+               what=f"{component} NOT_SERVING")  # fmt: skip
+    assert stack.part("authz").alive(), f"authz judged dead while {component} is away"
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +89,9 @@ def test_trial_expiry_decided_by_opa(gateway_stack: GatewayStack) -> None:
     assert (reply.status, reply.json()["code"]) == (403, "trial_expired")
 
 
-def test_opa_stopped_is_503_problem(gateway_stack: GatewayStack, opa_service: OpaService) -> None:
+def test_opa_stopped_is_503_problem(
+    gateway_stack: GatewayStack, opa_service: OpaService, authz_transport: str
+) -> None:
     token = gateway_stack.sign_token()
     assert (
         gateway_stack.request("cp", "POST", "/api/v1/orders", token=token, body=b"{}").status == 200
@@ -82,6 +106,7 @@ def test_opa_stopped_is_503_problem(gateway_stack: GatewayStack, opa_service: Op
         assert "resource" not in body
         # a route without a policy does not need OPA
         assert gateway_stack.request("cp", "GET", "/api/v1/orders", token=token).status == 200
+        _alive_while_not_ready(gateway_stack, authz_transport, "authz.opa")
     finally:
         opa_service.start()
     reply = gateway_stack.request("cp", "POST", "/api/v1/orders", token=token, body=b"{}")
@@ -109,3 +134,4 @@ def test_redis_that_lost_its_counters_is_503_not_a_fresh_budget(
         assert (body["code"], body["stage"]) == ("dependency_unavailable", "budget")
     # a route without a budget is not held hostage by the ledger
     assert gateway_stack.request("cp", "GET", "/api/v1/me", token=token).status == 200
+    _alive_while_not_ready(gateway_stack, authz_transport, "authz.redis")

@@ -1,8 +1,10 @@
-"""`make up` heals: whichever part is SIGKILLed comes back on its own ports and data, and the
-gateway answers again; a part that keeps exiting stops the stack, naming it and its log."""
+"""`make up` heals: whichever part is SIGKILLed, or hangs (SIGSTOP), comes back on its own ports
+and data, and the gateway answers again; a part that keeps exiting stops the stack, naming it and
+its log."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import uuid
@@ -96,6 +98,35 @@ def test_postgresql_keeps_its_rows_across_a_kill(stack: Running) -> None:
     assert get(f"{stack.state.urls['plant']}/api/v1/me", token=token, correlation=after)[0] == 200
     rows = audit_rows(stack.state.database_url, {before: 1, after: 1})
     assert sorted(r["correlation_id"] for r in rows) == sorted([before, after])
+
+
+@pytest.mark.parametrize("name", PARTS)
+def test_a_hung_part_is_killed_and_restarted_and_the_gateway_answers_again(
+    stack: Running, name: str
+) -> None:
+    """SIGSTOP freezes the part's whole process group: its ports accept, nothing answers, it
+    never exits. Its liveness probe fails 3 times in a row (2 s apart), and it is restarted."""
+    assert _answers_again(stack)
+    said_before = len(stack.read_output())
+    victim = _child(stack.refresh(), name)
+    os.killpg(victim.pid, signal.SIGSTOP)
+    try:
+        again = eventually(lambda: _restarted(stack, name, victim.pid), BACK_WITHIN_S,
+                           what=f"hung {name} restarted")  # fmt: skip
+    finally:  # never leave a frozen process behind (e.g. when this fails)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(victim.pid, signal.SIGCONT)
+    eventually(lambda: _answers_again(stack), BACK_WITHIN_S, what=f"the gateway after {name}",
+               ignore=(OSError, ValueError))  # fmt: skip
+    eventually(lambda: _every_component_serving(stack), BACK_WITHIN_S, what="authz health")
+    output = stack.read_output()
+    probe_failures = [line for line in output[said_before:].splitlines()
+                      if "did not answer its liveness probe" in line]  # fmt: skip
+    hung = f"devstack: {name} did not answer its liveness probe 3 times in a row; killing and "
+    assert probe_failures == [hung + "restarting it"], "only the hung part, once"
+    assert f"devstack: {name} restarted (PID {again.pid})" in output
+    assert group_members({victim.pid}) == set(), "the frozen process group was killed whole"
+    assert stack.make.poll() is None, "the stack keeps running"
 
 
 def test_a_crash_loop_stops_the_stack_naming_the_part_and_its_log(stack: Running) -> None:

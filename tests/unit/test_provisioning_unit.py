@@ -25,6 +25,11 @@ class _Idle:
 
     def resume(self) -> None: ...
 
+    def alive(self) -> bool:
+        return False
+
+    def kill(self) -> None: ...
+
 
 def test_lookup_override_finds_a_program_there(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
