@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 from authz_service.audit.framing import decode_record, read_frames
 from devstack import PostgresService
 from devstack.provision import Provisioned
-from tests.e2e._gateway_stack import GatewayStack, kill_part, restart_part
+from tests.e2e._gateway_stack import GatewayStack, StackOptions, kill_part, restart_part
 from tests.integration._audit_db import provisioned_database, superuser_dsn
 
 ROW_COLUMNS = (
@@ -53,6 +53,20 @@ class AuditDatabase:
 def audit_database(postgres: PostgresService, prefix: str) -> AuditDatabase:
     provisioned = provisioned_database(postgres, prefix)
     return AuditDatabase(provisioned, superuser_dsn(postgres, provisioned))
+
+
+def audited_stack_options(
+    stack_types: tuple[type[StackOptions], type[GatewayStack]],
+    audit_db: AuditDatabase,
+    **shipper_env: str,
+) -> StackOptions:
+    """PLANT and CP, with the shipper writing into `audit_db` (`shipper_env`: its settings)."""
+    stack_options, _ = stack_types
+    return stack_options(
+        authz_env=audit_db.authz_env(),
+        shipper_env=audit_db.shipper_env(**shipper_env),
+        entry_points=("plant", "cp"),
+    )
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from tests.e2e._audit_stack import (
     AuditDatabase,
     Sent,
     audit_database,
+    audited_stack_options,
     complete,
     kill_shipper,
     restart_shipper,
@@ -133,16 +134,13 @@ def test_sigkill_of_the_shipper_mid_batch_loses_and_duplicates_nothing(
     gateway_stack_types: tuple[type[StackOptions], type[GatewayStack]],
     audit_db: AuditDatabase,
 ) -> None:
-    stack_options, _ = gateway_stack_types
-    stack = gateway_stack_factory(
-        stack_options(
-            authz_env=audit_db.authz_env(),
-            shipper_env=audit_db.shipper_env(
-                AUTHZ_SHIPPER_BATCH_ROWS="100", AUTHZ_SHIPPER_HOLD_SECONDS="0.5"
-            ),
-            entry_points=("plant", "cp"),
-        )
+    options = audited_stack_options(
+        gateway_stack_types,
+        audit_db,
+        AUTHZ_SHIPPER_BATCH_ROWS="100",
+        AUTHZ_SHIPPER_HOLD_SECONDS="0.5",
     )
+    stack = gateway_stack_factory(options)
     kill_shipper(stack)
     token = stack.sign_token(sub="audit-shipper-kill")
     sent = send_concurrently(stack, token, workers=4, per_worker=100, entry="cp")

@@ -17,7 +17,12 @@ from psycopg.rows import dict_row
 
 from devstack import PostgresService
 from gateway_contract.access_log import AUDIT_USER_AGENT_MAX_BYTES
-from tests.e2e._audit_stack import AuditDatabase, audit_database, wait_for_rows
+from tests.e2e._audit_stack import (
+    AuditDatabase,
+    audit_database,
+    audited_stack_options,
+    wait_for_rows,
+)
 from tests.e2e._gateway_stack import GatewayStack, StackOptions
 
 MAX_PATH_BYTES = 4096  # config/gateway.yaml limits.max_path_bytes
@@ -32,12 +37,7 @@ def audit_db(postgres: PostgresService) -> AuditDatabase:
 def gateway_stack_options(
     gateway_stack_types: tuple[type[StackOptions], type[GatewayStack]], audit_db: AuditDatabase
 ) -> StackOptions:
-    stack_options, _ = gateway_stack_types
-    return stack_options(
-        authz_env=audit_db.authz_env(),
-        shipper_env=audit_db.shipper_env(AUTHZ_SHIPPER_HOLD_SECONDS="5"),
-        entry_points=("plant", "cp"),
-    )
+    return audited_stack_options(gateway_stack_types, audit_db, AUTHZ_SHIPPER_HOLD_SECONDS="5")
 
 
 def _rows(audit_db: AuditDatabase, correlation_id: str, decided: bool) -> list[dict[str, Any]]:

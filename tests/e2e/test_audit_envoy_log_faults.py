@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from devstack import PostgresService
-from tests.e2e._audit_stack import AuditDatabase, audit_database
+from tests.e2e._audit_stack import AuditDatabase, audit_database, audited_stack_options
 from tests.e2e._gateway_stack import GatewayStack, StackOptions, shipper_health
 from tests.support.waiting import eventually
 
@@ -30,12 +30,7 @@ def audit_db(postgres: PostgresService) -> AuditDatabase:
 def gateway_stack_options(
     gateway_stack_types: tuple[type[StackOptions], type[GatewayStack]], audit_db: AuditDatabase
 ) -> StackOptions:
-    stack_options, _ = gateway_stack_types
-    return stack_options(
-        authz_env=audit_db.authz_env(),
-        shipper_env=audit_db.shipper_env(),
-        entry_points=("plant", "cp"),
-    )
+    return audited_stack_options(gateway_stack_types, audit_db)
 
 
 def _reopen_logs(stack: GatewayStack, entry: str) -> None:

@@ -22,6 +22,7 @@ from tests.e2e._audit_stack import (
     Sent,
     assert_one_row_per_hop,
     audit_database,
+    audited_stack_options,
     journal_records,
     kill_authz,
     restart_authz,
@@ -46,12 +47,7 @@ def audit_db(postgres: PostgresService) -> AuditDatabase:
 def gateway_stack_options(
     gateway_stack_types: tuple[type[StackOptions], type[GatewayStack]], audit_db: AuditDatabase
 ) -> StackOptions:
-    stack_options, _ = gateway_stack_types
-    return stack_options(
-        authz_env=audit_db.authz_env(),
-        shipper_env=audit_db.shipper_env(),
-        entry_points=("plant", "cp"),
-    )
+    return audited_stack_options(gateway_stack_types, audit_db)
 
 
 class Load:

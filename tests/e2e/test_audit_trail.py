@@ -20,6 +20,7 @@ from tests.e2e._audit_stack import (
     AuditDatabase,
     Row,
     audit_database,
+    audited_stack_options,
     complete,
     one_complete_row,
     rows_by_correlation,
@@ -40,14 +41,12 @@ def audit_db(postgres: PostgresService) -> AuditDatabase:
 def gateway_stack_options(
     gateway_stack_types: tuple[type[StackOptions], type[GatewayStack]], audit_db: AuditDatabase
 ) -> StackOptions:
-    stack_options, _ = gateway_stack_types
-    return stack_options(
-        authz_env=audit_db.authz_env(),
-        # a small rotation size: the access logs rotate many times during the module
-        shipper_env=audit_db.shipper_env(
-            AUTHZ_SHIPPER_HOLD_SECONDS="5", AUTHZ_SHIPPER_ACCESS_LOG_ROTATE_BYTES="4096"
-        ),
-        entry_points=("plant", "cp"),
+    # a small rotation size: the access logs rotate many times during the module
+    return audited_stack_options(
+        gateway_stack_types,
+        audit_db,
+        AUTHZ_SHIPPER_HOLD_SECONDS="5",
+        AUTHZ_SHIPPER_ACCESS_LOG_ROTATE_BYTES="4096",
     )
 
 
