@@ -171,8 +171,17 @@ fi
 log "all ${#LONG_RUNNING[@]} services healthy ${up_seconds}s after up (build: ${build_seconds}s)"
 
 # A token minted where the README says (inside the authz container, with the stack's secret).
-token=$(compose exec -T authz python3 -m devstack token --role customer,support --customer cust-ci --user ci-user) ||
-	fail "python -m devstack token failed in the authz container"
+# podman's `exec -T` now and then exits 0 with its output lost: an empty token is asked for
+# again (3 tries), and still empty is a failure that says so, not a smoke run without a token.
+token=
+for _ in 1 2 3; do
+	token=$(compose exec -T authz python3 -m devstack token --role customer,support --customer cust-ci --user ci-user) ||
+		fail "python -m devstack token failed in the authz container"
+	[ -n "$token" ] && break
+	log "python -m devstack token printed nothing (the engine lost its output); asking again"
+	sleep 1
+done
+[ -n "$token" ] || fail "python -m devstack token printed nothing, 3 times"
 GATEWAY_DEV_JWT_SECRET=$dev_jwt_secret SMOKE_TOKEN=$token PYTHONPATH=$repo "$PYTHON" smoke_checks.py \
 	--plant "http://127.0.0.1:$PLANT_PORT" --cp "http://127.0.0.1:$CP_PORT" --pp "http://127.0.0.1:$PP_PORT" \
 	--database-url "postgresql://gateway_reader:$reader_password@127.0.0.1:$POSTGRES_PORT/gateway" ||
